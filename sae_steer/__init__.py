@@ -1,0 +1,50 @@
+"""sae_steer: train SAEs on a TransformerLens residual stream, inspect, steer, re-score.
+
+The public names are imported lazily (PEP 562) so ``import sae_steer`` stays light:
+torch and transformer_lens load only when a name that needs them is first used.
+Widgets are deliberately absent: ``from sae_steer.widgets import SteeringPanel``.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it
+_EXPORTS: dict[str, str] = {
+    # configs
+    "SAEConfig": "config",
+    "TrainConfig": "config",
+    # models and text
+    "load_model": "models",
+    "default_device": "models",
+    "load_texts": "data",
+    # the SAE and its training
+    "SAE": "sae",
+    "train_sae": "pipeline",
+    # inspection
+    "render_blocks": "render",
+    "render_html": "render",
+    # steering and re-scoring
+    "steering": "steer",
+    "generate_steered": "steer",
+    "rescore": "score",
+    "steering_report": "score",
+    "scale_sweep": "score",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'sae_steer' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"sae_steer.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + __all__)
