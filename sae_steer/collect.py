@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import difflib
 import re
+from collections.abc import Callable, Iterable, Iterator
 
 import torch
-from jaxtyping import Float, Int
+from jaxtyping import Bool, Float, Int
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
@@ -72,3 +73,136 @@ def hook_activations(
         return_type=None if stop_layer(hook_name) is None else "logits",
     )
     return captured["act"]
+
+
+# --- Activation stream for training -------------------------------------------------
+
+
+def check_sae_width(model: HookedTransformer, hook_name: str, d_in: int) -> None:
+    """Raise a ValueError when an SAE reading ``d_in`` numbers cannot read ``hook_name``."""
+    width = hook_width(model, hook_name)
+    if width != d_in:
+        raise ValueError(
+            f"SAE d_in={d_in} does not match the width of {hook_name!r} ({width}); "
+            f"build the SAE with SAEConfig(d_in={width}, ...) or pick another hook"
+        )
+
+
+def token_activations(
+    model: HookedTransformer,
+    batches: Iterable[tuple[Int[Tensor, "batch pos"], Bool[Tensor, "batch pos"]]],
+    hook_name: str,
+    *,
+    skip_bos: bool = True,
+) -> Iterator[Float[Tensor, "n_tok d_model"]]:
+    """Per model batch, the activations of its real tokens (padding dropped; BOS too by default).
+
+    ``batches`` yields right-padded ``(tokens, mask)`` pairs as ``data.token_batches`` does;
+    the mask marks real tokens, BOS included, and BOS sits at position 0.
+    """
+    for tokens, mask in batches:
+        acts = hook_activations(model, tokens, hook_name)
+        keep = mask.to(acts.device).clone()
+        if skip_bos:
+            keep[:, 0] = False  # BOS: a huge-norm outlier that would dominate the MSE
+        yield acts[keep]
+
+
+def shuffle_buffer(
+    chunks: Iterable[Float[Tensor, "n d"]],
+    batch_size: int,
+    buffer_size: int,
+    *,
+    seed: int = 0,
+) -> Iterator[Float[Tensor, "batch_size d"]]:
+    """Mix rows of consecutive ``chunks`` and yield full ``[batch_size, d]`` batches.
+
+    The buffer fills to ``buffer_size`` rows, is shuffled, and its first half goes out as
+    batches while the second half stays to mix with the next fill (as SAELens's mixing
+    buffer does). The permutation comes from a CPU generator seeded with ``seed``, so the
+    stream is the same on every run and device. A final partial batch is dropped.
+    """
+    if batch_size <= 0 or buffer_size < 2 * batch_size:
+        raise ValueError(
+            f"need batch_size > 0 and buffer_size >= 2 * batch_size, "
+            f"got batch_size={batch_size}, buffer_size={buffer_size}"
+        )
+    generator = torch.Generator().manual_seed(seed)
+    held: list[Tensor] = []
+    n_held = 0
+    for chunk in chunks:
+        held.append(chunk)
+        n_held += len(chunk)
+        if n_held < buffer_size:
+            continue
+        mixed = _shuffled(torch.cat(held), generator)
+        n_out = (len(mixed) - buffer_size // 2) // batch_size * batch_size
+        yield from mixed[:n_out].split(batch_size)
+        held, n_held = [mixed[n_out:]], len(mixed) - n_out
+    if held:
+        rest = _shuffled(torch.cat(held), generator)
+        yield from (b for b in rest.split(batch_size) if len(b) == batch_size)
+
+
+def _shuffled(rows: Tensor, generator: torch.Generator) -> Tensor:
+    return rows[torch.randperm(len(rows), generator=generator).to(rows.device)]
+
+
+def activation_batches(
+    model: HookedTransformer,
+    texts: Iterable[str],
+    hook_name: str,
+    *,
+    batch_size: int = 4096,
+    context_size: int = 128,
+    model_batch_size: int = 32,
+    buffer_batches: int = 16,
+    skip_bos: bool = True,
+    seed: int = 0,
+) -> Iterator[Float[Tensor, "batch_size d_model"]]:
+    """Shuffled ``[batch_size, d_model]`` activation batches at ``hook_name`` from ``texts``.
+
+    Texts are tokenized with BOS and truncated to ``context_size``; each batch mixes tokens
+    from about ``buffer_batches`` batches' worth of sequences. Deterministic per ``seed``.
+    """
+    from sae_steer.data import token_batches  # data imports models; keep collect light
+
+    validate_hook(model, hook_name)
+    batches = token_batches(model, texts, context_size, model_batch_size)
+    chunks = token_activations(model, batches, hook_name, skip_bos=skip_bos)
+    return shuffle_buffer(chunks, batch_size, buffer_batches * batch_size, seed=seed)
+
+
+@torch.no_grad()
+def ce_loss(
+    model: HookedTransformer,
+    tokens: Int[Tensor, "batch pos"],
+    mask: Bool[Tensor, "batch pos"],
+    hook_name: str | None = None,
+    reconstruct: Callable[[Tensor], Tensor] | None = None,
+    *,
+    skip_bos: bool = True,
+) -> float:
+    """Mean next-token cross-entropy over real tokens, optionally with ``reconstruct``
+    (e.g. an SAE) spliced in at ``hook_name``.
+
+    With ``skip_bos`` the BOS position keeps its clean activation: an SAE trained without
+    BOS would otherwise be charged for an input it never saw.
+    """
+    fwd_hooks = []
+    if reconstruct is not None:
+        validate_hook(model, hook_name)
+
+        def splice(act: Tensor, hook) -> Tensor:
+            out = reconstruct(act)
+            if skip_bos:
+                out[:, 0] = act[:, 0]
+            return out
+
+        fwd_hooks = [(hook_name, splice)]
+    tokens, mask = tokens.to(model.cfg.device), mask.to(model.cfg.device)
+    # run_with_hooks removes the splice hook on exit, error or not.
+    per_token = model.run_with_hooks(tokens, return_type="loss", loss_per_token=True,
+                                     fwd_hooks=fwd_hooks)  # [batch, pos - 1]
+    target_real = mask[:, 1:].to(per_token.dtype)  # predicting a padding token: not counted
+    return ((per_token * target_real).sum() / target_real.sum()).item()

@@ -1,0 +1,80 @@
+"""The causal test on the offline world: can one SAE feature make a planted concept appear?
+
+For each planted concept (quote, pretend_list, time_to, danger):
+
+1. candidates: features whose decoder row most raises the concept's next-token
+   probability through the rest of the model, plus the feature that fires on the concept
+   (best F1 against the world's labels);
+2. a scale sweep (relative units: multiples of the typical residual norm at the hook) on
+   ``--n-select`` samples picks the feature and the smallest scale reaching a 7.5x lift
+   (5x target with a 1.5x margin against the winner's curse) of the concept's rate at
+   <= 1.5 nats/token of extra NLL;
+3. a fresh steering report on ``--n-final`` samples (64: the unsteered rates are ~1 per
+   1000 tokens, so fewer samples leave the lift's denominator mostly noise) with other
+   seeds measures it: concept
+   occurrences per 100 generated tokens steered vs unsteered (same seeds), the NLL cost
+   under the unsteered model, and how often the steered and on-word features fire.
+
+Run: ``python bench/steer_offline_world.py [--preset small] [--threads 1]``.
+Ends with two lines per concept: ``RESULT lift_<concept> <x>`` and ``RESULT nll_cost_<concept> <x>``.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", default="small")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--n-select", type=int, default=16)
+    parser.add_argument("--n-final", type=int, default=64)
+    parser.add_argument("--max-new-tokens", type=int, default=100)
+    parser.add_argument("--n-candidates", type=int, default=5)
+    parser.add_argument("--scales", default="0.3,0.4,0.5,0.6,0.7,0.8")
+    parser.add_argument("--n-texts", type=int, default=400)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    from sae_steer import load_model, load_texts
+    from sae_steer.concepts import steer_concept
+    from sae_steer.pipeline import reference_sae
+    from sae_steer.score import table_text
+    from sae_steer.steer import typical_resid_norm
+    from sae_steer.toystories.labels import CONCEPTS
+
+    start = time.perf_counter()
+    model = load_model("toystories", preset=args.preset, progress=False)
+    sae = reference_sae(model, preset=args.preset, progress=False)
+    texts = list(load_texts("toystories", split="validation", n=args.n_texts, preset=args.preset))
+    norm = typical_resid_norm(model, sae.cfg.hook_name)
+    scales = [float(s) for s in args.scales.split(",")]
+    print(f"model toystories/{args.preset}, SAE {sae.cfg.d_sae} features at {sae.cfg.hook_name}, "
+          f"typical residual norm {norm:.3g}; scales (x norm) {scales}")
+    results = {}
+    for concept in CONCEPTS:
+        results[concept] = steer_concept(
+            model, sae, texts, concept, scales=scales, n_candidates=args.n_candidates,
+            n_select=args.n_select, n_final=args.n_final, max_new_tokens=args.max_new_tokens,
+            resid_norm=norm)
+        print(f"  {concept}: done ({time.perf_counter() - start:.0f} s)", flush=True)
+    print()
+    print(table_text([r.row() for r in results.values()]))
+    print()
+    for concept, r in results.items():
+        sw = r.choice.sweep
+        print(f"{concept}: sweep of feature {r.choice.feature} (lift / NLL cost per relative scale): "
+              + ", ".join(f"{s:g}: {su:.2g}/{c:+.2f}" for s, su, c in zip(sw.scales, sw.success, sw.cost)))
+    met = sum(r.row()["target_met"] for r in results.values())
+    print(f"\ntargets met (lift >= 5x at <= +1.5 nats/token on held-out seeds): {met}/4; "
+          f"{time.perf_counter() - start:.0f} s")
+    for concept, r in results.items():
+        print(f"RESULT lift_{concept} {r.report.concept_lift:.3f}")
+        print(f"RESULT nll_cost_{concept} {r.report.nll_cost.value:.3f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,90 @@
+"""render.py: exact block strings, HTML escaping, bad input."""
+from __future__ import annotations
+
+import html
+import re
+
+import pytest
+import torch
+
+from sae_steer.render import BLOCKS, block_level, render_blocks, render_html
+
+
+def test_blocks_seed_format_exact():
+    # The seed's "a ▅ small ▆ bird ▁" and "time ▁, ▁ there ▁": token, space, block.
+    tokens = ["Once", " upon", " a", " time", ",", " a", " small", " bird"]
+    acts = [0.0, 0.0, 0.0, 0.0, 0.0, 3.5, 4.5, 0.0]  # levels 4 (▅) and 5 (▆)
+    assert render_blocks(tokens, acts, 7.0) == "Once ▁ upon ▁ a ▁ time ▁, ▁ a ▅ small ▆ bird ▁"
+
+
+def test_blocks_every_level_exact():
+    # max 7: level k covers ((k-1), k]; tiny positive is ▂; above max is █; negative ▁.
+    acts = [-1.0, 0.0, 1e-6, 1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 6.0, 6.5, 7.0, 9.0]
+    tokens = list("abcdefghijklm")
+    assert render_blocks(tokens, acts, 7.0) == (
+        "a ▁b ▁c ▂d ▂e ▃f ▃g ▄h ▅i ▆j ▇k █l █m █"
+    )
+
+
+def test_levels_monotone_and_bounds():
+    values = [i / 100 for i in range(-50, 1000)]
+    levels = [block_level(v, 3.3) for v in values]
+    assert levels == sorted(levels)
+    assert block_level(0.0, 3.3) == 0 and block_level(3.3, 3.3) == 7
+    assert block_level(3.3 * 3 / 7, 3.3) == 3  # exact boundary stays in the lower level
+    assert BLOCKS[0] == "▁" and BLOCKS[-1] == "█"
+
+
+def test_blocks_tensor_input_and_newlines():
+    tokens = [".", "\n", "\n", "After"]
+    acts = torch.tensor([0.0, 0.0, 0.0, 2.0])
+    # the seed: ". ▁ ▁ ▁After ▁" (newline tokens collapse to nothing)
+    assert render_blocks(tokens, acts, torch.tensor(2.0)) == ". ▁ ▁ ▁After █"
+    assert render_blocks(tokens, acts, 2.0, newline="⏎") == ". ▁⏎ ▁⏎ ▁After █"
+
+
+@pytest.mark.parametrize("fn", [render_blocks, render_html])
+def test_mismatched_lengths(fn):
+    with pytest.raises(ValueError, match="3 tokens but 2 activations"):
+        fn(["a", "b", "c"], [0.0, 1.0], 1.0)
+
+
+@pytest.mark.parametrize("bad", [0.0, -1.0, float("nan"), float("inf")])
+def test_bad_max_act(bad):
+    with pytest.raises(ValueError, match="max_act must be a positive"):
+        render_blocks(["a"], [0.0], bad)
+
+
+def test_nan_activation():
+    with pytest.raises(ValueError, match="NaN"):
+        render_blocks(["a", "b"], [0.0, float("nan")], 1.0)
+
+
+NASTY = ['<script>alert("x")</script>', "<img src=x onerror=alert(1)>", "A & B", "\"q\" 'p'", " ünï😀"]
+
+
+def test_html_escapes_every_token_and_attribute():
+    out = render_html(NASTY, [0.0, 1.0, 2.0, 0.5, 0.25], 2.0, feature=7, caption="<b>cap</b> & co")
+    # No markup from the data survives: the only tags are ours.
+    tags = set(re.findall(r"<(/?[a-zA-Z]+)", out))
+    assert tags <= {"div", "/div", "span", "/span"}
+    assert "<script" not in out and "<img" not in out and "onerror=alert" not in out.replace("onerror=alert(1)&gt;", "")
+    for token in NASTY:
+        assert html.escape(token, quote=True) in out
+    assert "&lt;b&gt;cap&lt;/b&gt; &amp; co" in out
+    assert 'data-feature="7"' in out
+    # Round trip: unescaping the span texts gives the tokens back exactly.
+    texts = re.findall(r'<span class="sae-tok"[^>]*>(.*?)</span>', out)
+    assert [html.unescape(t) for t in texts] == NASTY
+
+
+def test_html_attributes_and_intensity():
+    out = render_html(["a", "b", "c"], [0.0, 1.0, 4.0], 2.0)
+    assert "data-feature" not in out
+    assert re.findall(r'data-act="([^"]*)"', out) == ["0", "1", "4"]
+    alphas = re.findall(r"rgba\(255, 128, 0, ([0-9.]+)\)", out)
+    assert [float(a) for a in alphas] == [0.0, 0.5, 1.0]
+    # Quotes inside a token cannot close the title attribute.
+    quoted = render_html(['"x" onmouseover="alert(1)'], [1.0], 1.0, feature=0)
+    assert ' onmouseover="' not in quoted
+    assert "&quot;x&quot; onmouseover=&quot;alert(1)" in quoted
