@@ -7,9 +7,10 @@ direction at ``blocks.1.hook_resid_post``; it needs no SAE to measure the hook's
 
 Timing: steered and unsteered runs alternate (``--repeats`` pairs, median time each) so
 load from other processes hits both alike. Coverage: the hook counts the token positions it
-touched; with the KV cache every generated position but the last passes through the model
-exactly once, so steered positions / positions run must be 1.0 -- for our sampler and for
-TransformerLens's own ``model.generate`` (SAELens's tutorial hook misses the length-1 passes).
+touched, and a counting hook at ``blocks.0.hook_resid_pre`` counts the positions the model
+computed on every forward pass (the prompt pass and each length-1 KV-cached pass); the ratio
+must be 1.0 -- for our sampler and for TransformerLens's own ``model.generate`` (SAELens's
+tutorial hook misses the length-1 passes and would score about prompt / total).
 
 Run: ``python bench/steer_throughput.py [--threads 1] [--repeats 3]``.
 Ends with ``RESULT steer_ratio <x>`` (worst model's steered/unsteered tokens/s) and
@@ -49,8 +50,9 @@ def timed(fn) -> float:
 def measure(model: HookedTransformer, prompt, n_samples: int, new: int, repeats: int) -> dict:
     direction = torch.randn(model.cfg.d_model, generator=torch.Generator().manual_seed(0))
     direction = direction / direction.norm()
+    # stop_at_eos=False: every run makes exactly n_samples x new tokens, steered or not
     run = lambda: generate_unsteered(model, prompt, new, n_samples=n_samples, seed=0,
-                                     temperature=0.0)  # greedy: every row runs all steps
+                                     stop_at_eos=False)
     run()  # warm-up (allocator, lazy init)
     plain, steered = [], []
     for _ in range(repeats):
@@ -58,17 +60,31 @@ def measure(model: HookedTransformer, prompt, n_samples: int, new: int, repeats:
         with steering(model, HOOK, direction, 4.0):
             steered.append(timed(run))
     n_tok = n_samples * new
-    prompt_len = len(model.to_tokens(prompt)[0]) if isinstance(prompt, str) else len(prompt)
-    expected = n_samples * (prompt_len + new - 1)  # the last sampled token is never run
-    with steering(model, HOOK, direction, 4.0) as ours:
-        run()
     tokens = torch.tensor(prompt)[None] if not isinstance(prompt, str) else model.to_tokens(prompt)
-    with steering(model, HOOK, direction, 4.0) as tl:
-        model.generate(tokens.repeat(n_samples, 1), max_new_tokens=new, do_sample=False,
-                       stop_at_eos=False, use_past_kv_cache=True, verbose=False)
+    tl_run = lambda: model.generate(tokens.repeat(n_samples, 1), max_new_tokens=new,
+                                    do_sample=False, stop_at_eos=False, use_past_kv_cache=True,
+                                    verbose=False)
     return {"plain_tok_s": n_tok / statistics.median(plain),
             "steered_tok_s": n_tok / statistics.median(steered),
-            "covered_ours": ours.positions / expected, "covered_tl": tl.positions / expected}
+            "covered_ours": coverage(model, run, direction),
+            "covered_tl": coverage(model, tl_run, direction)}
+
+
+def coverage(model: HookedTransformer, run, direction: torch.Tensor) -> float:
+    """Positions the steering hook touched / positions the model computed.
+
+    The denominator counts positions entering block 0 on every forward pass (prompt pass
+    and each length-1 KV-cached pass), whoever drives generation.
+    """
+    seen = {"positions": 0}
+
+    def count(act, hook) -> None:
+        seen["positions"] += act.shape[0] * act.shape[1]
+
+    with steering(model, HOOK, direction, 4.0) as stats:
+        with model.hooks(fwd_hooks=[("blocks.0.hook_resid_pre", count)]):
+            run()
+    return stats.positions / seen["positions"]
 
 
 def main() -> None:
@@ -84,9 +100,9 @@ def main() -> None:
     rows = {
         "toystories/small": (load_model("toystories", preset="small", device=device,
                                         progress=False), "Once upon a time", 16, 100),
-        "tinystories-33M-shaped": (tinystories_shaped(device), [1, 2, 3, 4, 5], 4, 40),
+        "tinystories-33M-shaped": (tinystories_shaped(device), [1, 2, 3, 4, 5], 4, 20),
     }
-    print(f"device {device}, {args.threads} thread(s), KV cache on, greedy, median of "
+    print(f"device {device}, {args.threads} thread(s), KV cache on, sampled, no EOS stop, median of "
           f"{args.repeats}")
     print(f"{'model':24} {'samples x new':>13} {'unsteered tok/s':>16} {'steered tok/s':>14} "
           f"{'ratio':>6} {'steered/positions (ours, TL generate)':>38}")

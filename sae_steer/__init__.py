@@ -13,25 +13,49 @@ __version__ = "0.1.0"
 
 # public name -> module that defines it
 _EXPORTS: dict[str, str] = {
-    # configs
+    # configs (one per stage, saved as JSON beside what the stage produced)
     "SAEConfig": "config",
     "TrainConfig": "config",
+    "SearchConfig": "config",
+    "WorldConfig": "config",
     # models and text
     "load_model": "models",
     "default_device": "models",
+    "default_hook_name": "models",
+    "model_name": "models",
+    "cache_dir": "models",
+    "ModelDownloadError": "models",
     "load_texts": "data",
+    "load_stories": "data",
+    "token_batches": "data",
+    "DataDownloadError": "data",
+    "match_concepts": "groundtruth",
     # the SAE and its training
     "SAE": "sae",
+    "TrainStepOutput": "sae",
     "train_sae": "pipeline",
+    "load_or_train_sae": "pipeline",
+    "reference_sae": "pipeline",
     # inspection
+    "search_features": "search",
+    "load_or_search": "search",
+    "FeatureSearch": "search_results",
+    "feature_card": "card",
+    "planted_concepts_report": "concept_report",
     "render_blocks": "render",
     "render_html": "render",
     # steering and re-scoring
     "steering": "steer",
+    "clamping": "steer",
     "generate_steered": "steer",
+    "generate_unsteered": "steer",
+    "typical_resid_norm": "steer",
+    "to_absolute_scale": "steer",
     "rescore": "score",
     "steering_report": "score",
     "scale_sweep": "score",
+    "plot_sweep": "score",
+    "steer_concept": "concepts",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -26,6 +26,7 @@ from transformer_lens import HookedTransformer
 
 from sae_steer.collect import attached_hook_count
 from sae_steer.render import render_blocks, render_html
+from sae_steer.search_results import display_tokens
 from sae_steer.steer import Generation, check_sae_matches, generate_steered, generate_unsteered
 
 Z95 = 1.959964
@@ -179,9 +180,13 @@ def rescore(
     acts = [a[:, 0].tolist() for a in m.acts]
     top = max_act if max_act is not None else max((max(a, default=0.0) for a in acts), default=0.0)
     top = top if top > 0 else 1.0  # nothing fired: keep every block at the lowest level
+    # Display strings carry the spaces the decoder inserts (" upon"), so the blocks read
+    # like the seed's "Once ▁ upon ▁" whatever the tokenizer; raw str_tokens stay in m.
+    shown = [display_tokens(model, r.tolist()) if model.tokenizer is not None else st
+             for r, st in zip(rows, m.str_tokens)]
     return [
         Rescored(st, a, render_blocks(st, a, top), render_html(st, a, top, feature=feature))
-        for st, a in zip(m.str_tokens, acts)
+        for st, a in zip(shown, acts)
     ]
 
 

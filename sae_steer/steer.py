@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+import numbers
 from collections.abc import Iterator, Sequence
 from typing import Any, Callable
 
@@ -28,6 +29,7 @@ from transformer_lens import HookedTransformer
 from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
 
 from sae_steer.collect import attached_hook_count, hook_activations, hook_width, validate_hook
+from sae_steer.models import model_name
 
 MODES = ("decoder_row", "clamp", "decoder_onehot")
 SCALE_UNITS = ("absolute", "relative")
@@ -54,12 +56,25 @@ def _check_scale(scale: float, name: str = "scale") -> float:
     return value
 
 
+def _is_integer(value: Any) -> bool:
+    """An integer scalar: int, numpy integer, or a one-element integer-dtype tensor.
+
+    Floats and bools are refused: int() would silently turn 2.7 into feature 2.
+    """
+    if isinstance(value, Tensor):
+        dtype = value.dtype
+        return value.numel() == 1 and not (
+            dtype.is_floating_point or dtype.is_complex or dtype == torch.bool)
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
 def _check_feature(sae: Any, feature: int) -> int:
+    # The same rules as SAE.feature_direction, checked here too because steering also takes
+    # duck-typed SAEs (e.g. SAELens's) whose own feature_direction may not validate.
     d_sae = sae.cfg.d_sae
-    if isinstance(feature, bool) or not isinstance(feature, (int, torch.Tensor)) or (
-        isinstance(feature, torch.Tensor) and feature.numel() != 1
-    ):
-        raise ValueError(f"feature must be an integer index, got {feature!r}")
+    if not _is_integer(feature):
+        raise ValueError(f"feature must be an integer index, got {feature!r} "
+                         "(pass an int, numpy integer or integer tensor)")
     feature = int(feature)
     if not 0 <= feature < d_sae:
         raise ValueError(
@@ -75,8 +90,16 @@ def _check_mode(mode: str) -> str:
 
 
 def check_sae_matches(model: HookedTransformer, sae: Any, hook_name: str | None = None) -> str:
-    """The hook to steer at; raises ValueError when the SAE does not fit ``model`` there."""
-    hook_name = hook_name or getattr(sae.cfg, "hook_name", None)
+    """The hook to steer at; raises ValueError when the SAE does not fit ``model`` there.
+
+    Width alone cannot tell a foreign SAE: another model, or another layer of this one,
+    often has the same width, so the SAE's recorded hook and model name are checked too.
+    """
+    sae_hook = getattr(sae.cfg, "hook_name", None)
+    if hook_name and sae_hook and hook_name != sae_hook:
+        raise ValueError(f"hook_name={hook_name!r} but this SAE was trained at {sae_hook!r}; "
+                         f"pass hook_name={sae_hook!r} or omit hook_name")
+    hook_name = hook_name or sae_hook
     if hook_name is None:
         raise ValueError("the SAE's cfg.hook_name is not set; pass hook_name= explicitly")
     validate_hook(model, hook_name)
@@ -86,7 +109,17 @@ def check_sae_matches(model: HookedTransformer, sae: Any, hook_name: str | None 
             f"SAE width d_in={sae.cfg.d_in} does not match the model's activation width {width} "
             f"at {hook_name!r}: this SAE was trained on another model or hook"
         )
+    _check_model_name(model, sae)
     return hook_name
+
+
+def _check_model_name(model: HookedTransformer, sae: Any) -> None:
+    # model_name() reads only x.cfg.model_name, so it names the SAE's model too, with the
+    # same aliases resolved; "custom" (TransformerLens's default) means unknown: let it pass.
+    ours, theirs = model_name(model), model_name(sae)
+    if "custom" not in (ours, theirs) and ours != theirs:
+        raise ValueError(f"this SAE was trained on model {theirs!r} but is used with model "
+                         f"{ours!r}: load the SAE trained for {ours!r} (or the model {theirs!r})")
 
 
 # ---------------------------------------------------------------- hooks in contexts
@@ -273,8 +306,17 @@ def _prompt_tokens(model: HookedTransformer, prompt: Any) -> Tensor:
             raise ValueError("prompt is empty; give some text such as 'Once upon a time'")
         if model.tokenizer is None:
             raise ValueError("this model has no tokenizer: pass the prompt as token ids")
-        return model.to_tokens(prompt)[0].cpu()
-    tokens = torch.as_tensor(prompt, dtype=torch.long).flatten().cpu()
+        # truncate=False: to_tokens would cut at n_ctx and _check_lengths report the wrong length
+        return model.to_tokens(prompt, truncate=False, move_to_device=False)[0].cpu()
+    try:
+        tokens = torch.as_tensor(prompt).flatten().cpu()
+    except (TypeError, ValueError, RuntimeError):  # None, dicts, objects...
+        tokens = None
+    # an empty list comes back as float32: let the emptiness check below name it
+    if tokens is None or (tokens.numel() and not _is_integer(tokens[:1])):
+        raise ValueError("prompt must be text or token ids (a str, or a list / 1-D tensor of "
+                         f"ints), got {type(prompt).__name__} {str(prompt)[:60]}")
+    tokens = tokens.long()
     if tokens.numel() == 0:
         raise ValueError("prompt is empty: give at least one token")
     if (tokens < 0).any() or (tokens >= model.cfg.d_vocab).any():
@@ -306,7 +348,7 @@ def _pad(rows: Sequence[Tensor], fill: int = -1) -> tuple[Tensor, Tensor]:
 @torch.no_grad()
 def _sample(
     model: HookedTransformer, prompt: Tensor, max_new_tokens: int, seeds: list[int],
-    temperature: float, use_kv_cache: bool = True,
+    temperature: float, use_kv_cache: bool = True, stop_at_eos: bool = True,
 ) -> Int[Tensor, "n new"]:
     """Sample ``len(seeds)`` continuations of ``prompt`` in one batch.
 
@@ -317,7 +359,7 @@ def _sample(
     device = model.cfg.device
     gens = [torch.Generator().manual_seed(s) for s in seeds]
     n = len(seeds)
-    eos = model.tokenizer.eos_token_id if model.tokenizer is not None else None
+    eos = model.tokenizer.eos_token_id if model.tokenizer is not None and stop_at_eos else None
     tokens = prompt.to(device).unsqueeze(0).expand(n, -1).contiguous()
     cache = TransformerLensKeyValueCache.init_cache(model.cfg, device, n) if use_kv_cache else None
     finished = torch.zeros(n, dtype=torch.bool, device=device)
@@ -355,8 +397,9 @@ def _to_text(model: HookedTransformer, tokens: Tensor) -> str:
     return model.tokenizer.decode(tokens.tolist(), skip_special_tokens=True)
 
 
-def _finish(model: HookedTransformer, prompt: Tensor, new: Tensor, seeds: list[int]) -> Generation:
-    eos = model.tokenizer.eos_token_id if model.tokenizer is not None else None
+def _finish(model: HookedTransformer, prompt: Tensor, new: Tensor, seeds: list[int],
+            stop_at_eos: bool = True) -> Generation:
+    eos = model.tokenizer.eos_token_id if model.tokenizer is not None and stop_at_eos else None
     rows = []
     for row in new:
         if eos is not None and (row == eos).any():  # generation pads finished rows with EOS
@@ -365,24 +408,28 @@ def _finish(model: HookedTransformer, prompt: Tensor, new: Tensor, seeds: list[i
     return Generation([_to_text(model, r) for r in rows], rows, len(prompt), list(seeds))
 
 
-def _check_sampling(n_samples: int, temperature: float) -> None:
+def _check_sampling(n_samples: int, temperature: float, seed: int = 0) -> None:
     if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples <= 0:
         raise ValueError(f"n_samples must be a positive integer, got {n_samples!r}")
-    if not math.isfinite(float(temperature)) or temperature < 0:
+    if _check_scale(temperature, "temperature") < 0:  # also refuses "hot", NaN and inf
         raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temperature!r}")
+    if not _is_integer(seed):
+        raise ValueError(f"seed must be an integer (e.g. 0), got {type(seed).__name__} {seed!r}")
 
 
 def generate_unsteered(
     model: HookedTransformer, prompt: Any = "Once upon a time", max_new_tokens: int = 100,
     n_samples: int = 2, seed: int = 0, temperature: float = 1.0, use_kv_cache: bool = True,
+    stop_at_eos: bool = True,
 ) -> Generation:
     """Samples without steering, with the same per-sample seeds as ``generate_steered``."""
-    _check_sampling(n_samples, temperature)
+    _check_sampling(n_samples, temperature, seed)
     prompt_t = _prompt_tokens(model, prompt)
     _check_lengths(model, len(prompt_t), max_new_tokens)
     seeds = [sample_seed(seed, j) for j in range(n_samples)]
-    new = _sample(model, prompt_t, max_new_tokens, seeds, float(temperature), use_kv_cache)
-    return _finish(model, prompt_t, new, seeds)
+    new = _sample(model, prompt_t, max_new_tokens, seeds, float(temperature), use_kv_cache,
+                  stop_at_eos)
+    return _finish(model, prompt_t, new, seeds, stop_at_eos)
 
 
 def generate_steered(
@@ -390,7 +437,7 @@ def generate_steered(
     prompt: Any = "Once upon a time", max_new_tokens: int = 100, n_samples: int = 2,
     seed: int = 0, temperature: float = 1.0, mode: str = "decoder_row", *,
     scale_unit: str = "absolute", resid_norm: float | None = None, use_kv_cache: bool = True,
-    hook_name: str | None = None,
+    hook_name: str | None = None, stop_at_eos: bool = True,
 ) -> Generation:
     """``n_samples`` texts from ``prompt`` while steering with SAE feature ``feature``.
 
@@ -403,7 +450,7 @@ def generate_steered(
     _check_mode(mode)
     feature = _check_feature(sae, feature)
     scale = _check_scale(scale)
-    _check_sampling(n_samples, temperature)
+    _check_sampling(n_samples, temperature, seed)
     if scale_unit not in SCALE_UNITS:
         raise ValueError(f"scale_unit must be 'absolute' or 'relative', got {scale_unit!r}")
     hook_name = check_sae_matches(model, sae, hook_name)
@@ -415,7 +462,8 @@ def generate_steered(
         scale = to_absolute_scale(scale, norm, unit.detach())
     seeds = [sample_seed(seed, j) for j in range(n_samples)]
     with steered(model, sae, feature, scale, mode, hook_name) as stats:
-        new = _sample(model, prompt_t, max_new_tokens, seeds, float(temperature), use_kv_cache)
-    out = _finish(model, prompt_t, new, seeds)
+        new = _sample(model, prompt_t, max_new_tokens, seeds, float(temperature), use_kv_cache,
+                      stop_at_eos)
+    out = _finish(model, prompt_t, new, seeds, stop_at_eos)
     out.feature, out.scale, out.mode, out.stats = feature, scale, mode, stats
     return out

@@ -31,3 +31,9 @@ def tiny_model(tiny_cfg: HookedTransformerConfig) -> HookedTransformer:
     model.eval()
     return model
 
+
+
+def pytest_collection_modifyitems(config, items):
+    """Run browser tests last: by then the unit and notebook tests have built the offline
+    world and reference SAE in the test cache, so JupyterLab's "Run All" only loads them."""
+    items.sort(key=lambda item: item.get_closest_marker("browser") is not None)

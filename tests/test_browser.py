@@ -225,6 +225,7 @@ def test_steering_panel_in_jupyterlab(lab: Lab, page) -> None:
         expect(page.get_by_text(re.compile("Traceback"))).to_have_count(0)
         if os.environ.get("SAE_STEER_SCREENSHOT") == "1":
             SCREENSHOT.parent.mkdir(exist_ok=True)
+            page.set_viewport_size({"width": 1280, "height": 1600})  # the whole panel, not clipped
             panel.screenshot(path=str(SCREENSHOT))
 
     # the kernel is the one the server's python resolves "python3" to: this venv

@@ -108,7 +108,10 @@ def test_offline_world_danger_feature_steers_toward_danger():
     sae = reference_sae(model, preset="small", progress=False)
     texts = list(load_texts("toystories", split="validation", n=150, preset="small"))
     cand = concept_candidates(model, sae, texts, "danger", n_effect_texts=4)
-    assert "fire" in {model.tokenizer.decode([t]).strip() for t in cand.vocab}
+    from sae_steer.toystories.vocab import DANGER_WORDS
+
+    words = {model.tokenizer.decode([t]).strip() for t in cand.vocab}
+    assert words and words <= set(DANGER_WORDS)
     rep = steering_report(model, sae, cand.predictive[0], 0.6, n_samples=16, concept="danger",
                           scale_unit="relative", max_new_tokens=80)
     assert rep.concept_lift > 2.0 and rep.nll_cost.value < 1.5

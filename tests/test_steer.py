@@ -181,7 +181,7 @@ def test_scale_units_round_trip(tiny_model):
 def test_relative_scale_in_generation(tiny_model, sae):
     kw = dict(prompt=PROMPT, max_new_tokens=8, n_samples=2, seed=3)
     rel = generate_steered(tiny_model, sae, 0, 0.5, scale_unit="relative", resid_norm=2.0, **kw)
-    assert rel.scale == pytest.approx(0.5 * 2.0 / float(sae.W_dec[0].norm()))
+    assert rel.scale == pytest.approx(0.5 * 2.0 / float(sae.W_dec[0].detach().norm()))
     ab = generate_steered(tiny_model, sae, 0, rel.scale, **kw)
     assert [t.tolist() for t in rel.tokens] == [t.tolist() for t in ab.tokens]
 
@@ -241,7 +241,7 @@ def test_real_sae_class_all_modes(tiny_model, architecture):
     torch.testing.assert_close(steering_direction(sae, 5, "decoder_onehot"),
                                (sae.W_dec[5] + sae.b_dec).detach())
     token = torch.tensor([[7]])
-    own = float(sae.encode(hook_activations(tiny_model, token, HOOK))[0, 0, 5])
+    own = float(sae.encode(hook_activations(tiny_model, token, HOOK))[0, 0, 5].detach())
     clean = _logits(tiny_model, token)
     with clamping(tiny_model, sae, 5, own):
         torch.testing.assert_close(_logits(tiny_model, token), clean)
@@ -250,3 +250,9 @@ def test_real_sae_class_all_modes(tiny_model, architecture):
                                mode=mode)
         assert len(out.tokens) == 2 and out.mode == mode
     assert attached_hook_count(tiny_model) == 0
+
+
+def test_stop_at_eos_false_runs_every_step(tiny_model, sae):
+    out = generate_steered(tiny_model, sae, 0, 1.0, prompt=PROMPT, max_new_tokens=7,
+                           n_samples=3, stop_at_eos=False)
+    assert [len(t) for t in out.tokens] == [11, 11, 11]

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 from collections.abc import Iterator
 
 import torch
@@ -63,15 +62,16 @@ def _optimizer(model: HookedTransformer, cfg: WorldConfig) -> torch.optim.Optimi
 
 @contextlib.contextmanager
 def _cpu_threads(device: str):
-    """One torch thread when training on a CPU that other processes keep busy.
+    """Train on one torch thread on CPU, whatever the machine.
 
-    Multi-threaded torch spin-waits for its threads; on a shared 2-core machine that made
-    steps 10x slower than a single thread. Thread count changes speed, never the steps.
+    The thread count changes the order of floating-point sums, so a build with 2 threads
+    gives (slightly) different weights from one with 1: picking threads by machine load
+    made the cached world depend on load. One thread is also the fast choice on a busy
+    2-core machine (multi-threaded torch spin-waits) and costs little on an idle one.
     """
-    busy = str(device).startswith("cpu") and hasattr(os, "getloadavg") and \
-        os.getloadavg()[0] > (os.cpu_count() or 1) - 0.5
+    on_cpu = str(device).startswith("cpu")
     before = torch.get_num_threads()
-    if busy:
+    if on_cpu:
         torch.set_num_threads(1)
     try:
         yield

@@ -15,7 +15,6 @@ from typing import Any, Callable
 import numpy as np
 import pytest
 import torch
-from _pytest.outcomes import Failed  # what pytest.raises raises when nothing was raised
 
 from rel_helpers import HOOK, assert_clean, make_sae
 from sae_steer import pipeline
@@ -182,7 +181,7 @@ CASES = [
          "use preset='small' or 'demo'"),
     Case("reference-preset-unknown", "`reference_sae(model, preset='huge')`",
          lambda e: pipeline.reference_configs(e.m, "huge"),
-         r"unknown reference preset 'huge'; known: \['small'\]", "use preset='small'"),
+         r"unknown reference preset 'huge'; known: \['demo', 'small'\]", "use preset='small' or 'demo'"),
     Case("mode-unknown", "`generate_steered(..., mode='onehot')`", lambda e: _steer(e, mode="onehot"),
          r"unknown steering mode 'onehot'; choose one of decoder_row, clamp, decoder_onehot",
          "use one of the listed modes"),
@@ -273,60 +272,39 @@ def test_every_case_is_in_the_troubleshooting_table():
     assert not missing, f"add these cases to {DOC}: {missing}"
 
 
-# --- missing validations found by this battery (strict xfail: fix, then drop the mark) --
+# --- missing validations found by this battery, now fixed (kept as regression tests) ----
 
 
-@pytest.mark.xfail(strict=True, raises=Failed, reason=(
-    "steer._check_feature accepts any 1-element tensor: torch.tensor(2.7) is silently "
-    "truncated to feature 2 (SAE.feature_direction rejects float tensors)"))
 def test_float_tensor_feature_is_refused(env):
     with pytest.raises(ValueError, match="integer"):
         _steer(env, feature=torch.tensor(2.7))
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError, reason=(
-    "steer._check_feature refuses numpy integers (np.int64 from argmax) with 'feature must "
-    "be an integer index'; SAE.feature_direction and FeatureSearch accept numbers.Integral"))
 def test_numpy_integer_feature_is_accepted(env):
     out = _steer(env, feature=np.int64(2))
     assert out.feature == 2
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "steer._check_sampling calls float(temperature) unguarded: temperature='hot' raises "
-    "Python's 'could not convert string to float', which does not name the argument"))
 def test_temperature_not_a_number(env):
     with pytest.raises(ValueError, match="temperature"):
         _steer(env, temperature="hot")
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "generate_steered/generate_unsteered do not validate seed: seed='a' raises "
-    "\"invalid literal for int() with base 10: 'a'\" from steer.sample_seed"))
 def test_seed_not_an_integer(env):
     with pytest.raises(ValueError, match="seed"):
         _steer(env, seed="a")
 
 
-@pytest.mark.xfail(strict=True, raises=TypeError, reason=(
-    "steer._prompt_tokens: prompt=None gives TypeError \"'NoneType' object cannot be "
-    "interpreted as an integer\" instead of a ValueError about the prompt"))
 def test_prompt_none(env):
     with pytest.raises(ValueError, match="prompt"):
         _steer(env, prompt=None)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "steer._prompt_tokens tokenizes with model.to_tokens, which truncates to n_ctx: an "
-    "81-token text prompt is reported as 'prompt is 64 tokens' (the model's limit)"))
 def test_long_text_prompt_reports_its_real_length(env):
     with pytest.raises(ValueError, match="prompt is 81 tokens"):
         _steer(env, model=env.tm, prompt="Once " * 80)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "pipeline.fit_sae holds out the first eval_sequences texts; when that is all of them, "
-    "training fails with 'token_batches got no texts' although the user gave texts"))
 def test_all_texts_held_out_for_eval(env):
     with pytest.raises(ValueError, match="eval_sequences"):
         pipeline.train_sae(env.tm, TEXTS, HOOK, SAEConfig(d_in=16, d_sae=32, device="cpu"),

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from _pytest.outcomes import Failed  # what pytest.raises raises when nothing was raised
 from safetensors.torch import load_file, save_file
 
 from rel_helpers import HOOK, assert_clean, leftovers, make_sae
@@ -225,9 +224,6 @@ def test_search_results_of_another_sae_are_refused(tok_model, tmp_path):
         FeatureSearch.load(tmp_path / "search", sae=make_sae(seed=1))
 
 
-@pytest.mark.xfail(strict=True, raises=Failed, reason=(
-    "steer.check_sae_matches (used by generate_steered/rescore) ignores sae.cfg.model_name: "
-    "an SAE trained on another model of the same width is used silently"))
 def test_sae_trained_on_another_model_of_the_same_width(tiny_model, tmp_path):
     tiny_model.cfg.model_name = "toystories/demo"  # the fixture is per-test: safe to rename
     sae = _foreign(tmp_path, hook_name="blocks.0.hook_resid_post", model_name="toystories/small")
@@ -235,9 +231,6 @@ def test_sae_trained_on_another_model_of_the_same_width(tiny_model, tmp_path):
         generate_steered(tiny_model, sae, 0, 1.0, prompt=PROMPT, max_new_tokens=3)
 
 
-@pytest.mark.xfail(strict=True, raises=Failed, reason=(
-    "generate_steered/rescore(hook_name=...) accept a hook other than the SAE's "
-    "cfg.hook_name (same width) without error: steering/scoring at a layer the SAE never saw"))
 def test_sae_used_at_another_hook_of_the_same_width(tiny_model, tmp_path):
     sae = _foreign(tmp_path, hook_name="blocks.0.hook_resid_post")
     with pytest.raises(ValueError, match="blocks.0.hook_resid_post"):
