@@ -14,7 +14,6 @@ import html
 import io
 import math
 
-import torch
 from jaxtyping import Float
 from matplotlib.figure import Figure
 from torch import Tensor

@@ -37,7 +37,10 @@ def mark_concepts(str_tokens: Sequence[str]) -> str:
         words = detokenize(list(str_tokens[i:j]))
         pieces.append(f"[{words}]{{{labels[i]}}}" if labels[i] else words)
         i = j
-    return " ".join(p for p in pieces if p)
+    text = ""
+    for piece in filter(None, pieces):  # no space before closing punctuation
+        text += piece if not text or piece[0] in ".,!?;:)" else " " + piece
+    return text
 
 
 def _world(args: argparse.Namespace):
@@ -136,7 +139,7 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--concept", default="danger",
                    choices=("quote", "pretend_list", "time_to", "danger"),
                    help="planted concept whose feature the demo steers with")
-    d.add_argument("--scale", type=float, default=0.5,
+    d.add_argument("--scale", type=float, default=0.6,
                    help="steering scale, as a multiple of the typical residual-stream norm")
     d.add_argument("--seed", type=int, default=0)
     w = sub.add_parser("writeup", help="execute the notebooks and export a standalone HTML writeup",

@@ -10,7 +10,6 @@ resumes from its checkpoints. ``reference_sae`` is the offline world's standard 
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import itertools
@@ -26,6 +25,7 @@ from transformer_lens import HookedTransformer
 
 from sae_steer import collect
 from sae_steer.config import SAEConfig, TrainConfig, write_json_atomic
+from sae_steer.fsutil import exclusive_lock
 from sae_steer.sae import SAE
 from sae_steer.train import EvalFn, Reconstruct, TrainResult, train
 
@@ -181,7 +181,7 @@ def load_or_train(
 
     directory = cache_dir() / "saes" / cache_key(model, hook_name, sae_cfg, train_cfg)
     if not (directory / "metrics.json").is_file():
-        with _lock(directory):  # two processes never train the same entry at once
+        with exclusive_lock(directory):  # two processes never train the same entry at once
             if not (directory / "metrics.json").is_file():
                 result = fit_sae(model, texts_fn(), hook_name, sae_cfg, train_cfg,
                                  progress=progress, resume=True,
@@ -196,22 +196,6 @@ def load_or_train(
 def load_or_train_sae(model, texts_fn, hook_name, sae_cfg, train_cfg, *, progress=True) -> SAE:
     """``load_or_train(...).sae``: a cached SAE, trained on the first call."""
     return load_or_train(model, texts_fn, hook_name, sae_cfg, train_cfg, progress=progress).sae
-
-
-@contextlib.contextmanager
-def _lock(directory: Path):
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        import fcntl
-    except ImportError:  # Windows: no lock; the atomic rename still keeps entries whole
-        yield
-        return
-    with open(directory.with_name(f".{directory.name}.lock"), "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def _store(directory: Path, result: TrainResult, train_cfg: TrainConfig) -> None:

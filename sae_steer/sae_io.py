@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -28,6 +27,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from sae_steer.config import SAEConfig, write_json_atomic
+from sae_steer.fsutil import atomic_path
 
 if TYPE_CHECKING:
     from sae_steer.sae import SAE
@@ -42,17 +42,8 @@ _ARCH_FROM_SAE_LENS = {"standard": "relu", "topk": "topk"}
 
 
 def _save_safetensors_atomic(tensors: dict[str, torch.Tensor], path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def sae_lens_cfg_dict(sae: "SAE") -> dict:

@@ -42,3 +42,7 @@ def test_demo_runs_the_whole_pipeline():
     assert "explained variance" in text
     assert "Excerpt 1" in text and "█" in text   # block-format top activations
     assert "steered:" in text and "unsteered:" in text
+
+
+def test_mark_concepts_keeps_punctuation_attached_to_a_marked_word():
+    assert mark_concepts(["a", "big", "flood", "!"]).endswith("[flood]{danger}!")

@@ -1,7 +1,6 @@
 """search.py: streaming statistics equal brute force; bounded memory; bad input; save/load."""
 from __future__ import annotations
 
-import math
 
 import pytest
 import torch

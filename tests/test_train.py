@@ -1,7 +1,6 @@
 """The training loop on synthetic activations: no model anywhere (train.py never needs one)."""
 from __future__ import annotations
 
-import dataclasses
 import os
 import signal
 import subprocess

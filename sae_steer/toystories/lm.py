@@ -8,7 +8,6 @@ into place under a file lock, so concurrent callers never see half a cache entry
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -22,6 +21,7 @@ from safetensors.torch import load_file, save_file
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
 from ..config import WorldConfig, write_json_atomic
+from ..fsutil import exclusive_lock
 from .grammar import GRAMMAR_VERSION, generate_stories
 from .tokenizer import build_tokenizer, build_vocab, load_tokenizer, save_tokenizer
 from .train import encode_stories, masked_loss, train_lm
@@ -77,7 +77,7 @@ def load_toy_model(preset: str | WorldConfig = "small", *, cache_root: str | os.
     cfg = world_config(preset)
     path = world_dir(cfg, cache_root)
     if not (path / MODEL_FILE).exists():
-        with _build_lock(path):
+        with exclusive_lock(path):  # two processes never train the same model
             if not (path / MODEL_FILE).exists():  # another process may have built it meanwhile
                 _build(cfg, path, device, progress)
     return _load(path, device, dtype or torch.float32)
@@ -171,18 +171,3 @@ def _publish(model: HookedTransformer, tokenizer, record: dict, path: Path) -> N
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-@contextlib.contextmanager
-def _build_lock(path: Path):
-    """An exclusive lock per cache entry, so two processes never train the same model."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        import fcntl
-    except ImportError:  # Windows: no lock; the atomic rename still keeps entries whole
-        yield
-        return
-    with open(path.parent / f".{path.name}.lock", "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)

@@ -7,7 +7,6 @@ what is wrong and what to do, and nothing is left attached to the model.
 from __future__ import annotations
 
 import dataclasses
-import re
 import types
 from pathlib import Path
 from typing import Any, Callable
@@ -26,7 +25,7 @@ from sae_steer.render import render_blocks, render_html
 from sae_steer.sae import SAE
 from sae_steer.score import rescore, scale_sweep
 from sae_steer.search import search_features
-from sae_steer.steer import clamping, generate_steered, generate_unsteered, steering
+from sae_steer.steer import clamping, generate_steered, steering
 from sae_steer.train import train
 
 P = torch.tensor([1, 2, 3, 4])  # a token prompt for the tokenizer-less tiny model

@@ -6,7 +6,6 @@ the pickles here would create a marker file if anything ever ran them.
 from __future__ import annotations
 
 import json
-import os
 import pickle
 from pathlib import Path
 
