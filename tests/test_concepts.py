@@ -112,7 +112,9 @@ def test_offline_world_danger_feature_steers_toward_danger():
 
     words = {model.tokenizer.decode([t]).strip() for t in cand.vocab}
     assert words and words <= set(DANGER_WORDS)
-    rep = steering_report(model, sae, cand.predictive[0], 0.6, n_samples=16, concept="danger",
+    # 0.5x the residual norm: the low end of the range where steering works here (the
+    # bench sweeps 0.3-0.8); at 0.6 this SAE's text cost already nears the 1.5-nat budget.
+    rep = steering_report(model, sae, cand.predictive[0], 0.5, n_samples=16, concept="danger",
                           scale_unit="relative", max_new_tokens=80)
     assert rep.concept_lift > 2.0 and rep.nll_cost.value < 1.5
     assert attached_hook_count(model) == 0
