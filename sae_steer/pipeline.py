@@ -25,6 +25,7 @@ from transformer_lens import HookedTransformer
 
 from sae_steer import collect
 from sae_steer.config import SAEConfig, TrainConfig, write_json_atomic
+from sae_steer.fingerprint import tensors_sha256
 from sae_steer.fsutil import exclusive_lock
 from sae_steer.sae import SAE
 from sae_steer.train import EvalFn, Reconstruct, TrainResult, train
@@ -160,11 +161,7 @@ def model_fingerprint(model: HookedTransformer) -> str:
     """
     from sae_steer.models import model_name
 
-    digest = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().reshape(-1).contiguous().cpu().view(torch.uint8).numpy())
-    return f"{model_name(model)}:{digest.hexdigest()[:16]}"
+    return f"{model_name(model)}:{tensors_sha256(model.state_dict())[:16]}"
 
 
 def load_or_train(

@@ -8,7 +8,6 @@ describing the wrong features.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import math
 import numbers
@@ -21,6 +20,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from sae_steer.config import SearchConfig, write_json_atomic
+from sae_steer.fingerprint import tensors_sha256
 
 FORMAT_VERSION = 1
 
@@ -32,12 +32,7 @@ def sae_fingerprint(sae) -> str:
     else:  # a bare object with W_enc/b_enc/W_dec/b_dec attributes
         params = {n: getattr(sae, n) for n in ("W_enc", "b_enc", "W_dec", "b_dec")
                   if hasattr(sae, n)}
-    h = hashlib.sha256()
-    for name in sorted(params):
-        t = params[name].detach().cpu().contiguous()
-        h.update(f"{name}:{tuple(t.shape)}:{t.dtype};".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
+    return tensors_sha256(params)
 
 
 def model_fingerprint(model) -> str:
@@ -46,15 +41,9 @@ def model_fingerprint(model) -> str:
     Token ids in saved excerpts only mean something with the tokenizer (and model) that
     produced them: a rebuilt world with a reordered vocabulary must not reuse a search.
     """
-    h = hashlib.sha256()
     tok = getattr(model, "tokenizer", None)
-    if tok is not None:
-        h.update(json.dumps(sorted(tok.get_vocab().items())).encode())
-    for name, p in sorted(model.named_parameters()):
-        t = p.detach().cpu().contiguous()
-        h.update(f"{name}:{tuple(t.shape)}:{t.dtype};".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
+    vocab = json.dumps(sorted(tok.get_vocab().items())).encode() if tok is not None else b""
+    return tensors_sha256(dict(model.named_parameters()), prefix=vocab)
 
 
 @dataclasses.dataclass
