@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import numbers
 import os
+from typing import Any
 
 import torch
 from jaxtyping import Bool, Float
@@ -55,6 +56,22 @@ class TrainStepOutput:
     """Which features were active on at least one token of the batch."""
     x_hat: Tensor
     """Reconstruction, detached, same shape as the input."""
+
+
+def feature_index(i: Any, d_sae: int) -> int:
+    """``i`` as a feature index in ``0..d_sae-1``: an int, numpy integer or one-element
+    integer tensor. Floats and bools are refused, since int() would turn 2.7 into 2."""
+    if isinstance(i, Tensor):
+        if i.numel() != 1 or i.dtype.is_floating_point or i.dtype == torch.bool:
+            raise ValueError(f"feature index must be one integer, got tensor {i!r}")
+        i = int(i.item())
+    elif isinstance(i, bool) or not isinstance(i, numbers.Integral):
+        raise ValueError(f"feature index must be an integer, got {type(i).__name__} {i!r}")
+    i = int(i)
+    if not 0 <= i < d_sae:
+        raise ValueError(f"feature {i} is out of range: this SAE has {d_sae} "
+                         f"features (0..{d_sae - 1})")
+    return i
 
 
 class SAE(nn.Module):
@@ -139,17 +156,7 @@ class SAE(nn.Module):
 
     def feature_direction(self, i: int) -> Float[Tensor, "d_in"]:
         """Row ``W_dec[i]``: the direction feature i writes (what steering should add)."""
-        if isinstance(i, Tensor):
-            if i.numel() != 1 or i.dtype.is_floating_point or i.dtype == torch.bool:
-                raise ValueError(f"feature index must be one integer, got tensor {i!r}")
-            i = int(i.item())
-        elif isinstance(i, bool) or not isinstance(i, numbers.Integral):
-            raise ValueError(f"feature index must be an integer, got {type(i).__name__} {i!r}")
-        i = int(i)
-        if not 0 <= i < self.d_sae:
-            raise ValueError(f"feature {i} is out of range: this SAE has {self.d_sae} "
-                             f"features (0..{self.d_sae - 1})")
-        return self.W_dec[i]
+        return self.W_dec[feature_index(i, self.d_sae)]
 
     # ---- training -----------------------------------------------------------------
     def training_forward(

@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import numbers
 import os
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from torch import Tensor
 
 from sae_steer.config import SearchConfig, write_json_atomic
 from sae_steer.fingerprint import tensors_sha256
+from sae_steer.sae import feature_index
 
 FORMAT_VERSION = 1
 
@@ -62,16 +62,6 @@ class Excerpt:
     """For band samples: 0-based band of the final max (0 = lowest); None for top-k."""
     str_tokens: list[str] | None = None
     """Display strings (filled when a model/tokenizer is given)."""
-
-
-def _as_index(i: Any) -> int:
-    if isinstance(i, Tensor):
-        if i.numel() != 1 or i.dtype.is_floating_point or i.dtype == torch.bool:
-            raise ValueError(f"feature index must be one integer, got tensor {i!r}")
-        return int(i.item())
-    if isinstance(i, bool) or not isinstance(i, numbers.Integral):
-        raise ValueError(f"feature index must be an integer, got {type(i).__name__} {i!r}")
-    return int(i)
 
 
 def display_tokens(model, token_ids: list[int]) -> list[str]:
@@ -136,10 +126,7 @@ class FeatureSearch:
     # ---- one feature ------------------------------------------------------------------
     def check_feature(self, feature: Any) -> int:
         """The index as an int, or a ValueError saying what is wrong with it."""
-        i = _as_index(feature)
-        if not 0 <= i < self.d_sae:
-            raise ValueError(f"feature {i} is out of range: this SAE has {self.d_sae} "
-                             f"features (0..{self.d_sae - 1})")
+        i = feature_index(feature, self.d_sae)
         if int(self.tensors["n_fire"][i]) == 0:
             raise ValueError(f"feature {i} never fired on {self.n_tokens:,} tokens "
                              f"({self.meta['n_texts']:,} texts): it is dead on this text set")
