@@ -30,9 +30,9 @@ import time
 
 import torch
 
-from sae_steer.collect import hook_activations
+from sae_steer.lm import hook_activations
 from sae_steer.config import SAEConfig, SearchConfig
-from sae_steer.search import search_token_batches
+from sae_steer.inspect import search_token_batches
 
 CFG = SearchConfig(context_size=128, batch_size=32)
 
@@ -41,7 +41,7 @@ def build(world: bool):
     """(model, sae, texts or None, hook, label)."""
     if world:
         from sae_steer import load_model, load_texts
-        from sae_steer.pipeline import reference_sae
+        from sae_steer.train import reference_sae
 
         model = load_model("toystories", preset="small", progress=False)
         sae = reference_sae(model, preset="small", progress=False)
@@ -66,7 +66,7 @@ def build(world: bool):
 def batches(model, texts, n_texts: int, seed: int = 0):
     """Lazily yield (tokens, mask) batches: real texts when given, else random stories."""
     if texts is not None:
-        from sae_steer.data import token_batches
+        from sae_steer.lm import token_batches
 
         yield from token_batches(model, texts[:n_texts], CFG.context_size, CFG.batch_size)
         return

@@ -39,12 +39,12 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    from sae_steer import load_model, load_texts
-    from sae_steer.concepts import steer_concept
-    from sae_steer.pipeline import reference_sae
-    from sae_steer.score import table_text
+    # after torch.set_num_threads: importing the library builds nothing, but keep it cheap
+    from sae_steer import (ChooseConfig, SteerConfig, load_model, load_texts, planted_concepts,
+                           steer_concept)
+    from sae_steer.render import table_text
     from sae_steer.steer import typical_resid_norm
-    from sae_steer.toystories.labels import CONCEPTS
+    from sae_steer.train import reference_sae
 
     start = time.perf_counter()
     model = load_model("toystories", preset=args.preset, progress=False)
@@ -54,13 +54,13 @@ def main() -> None:
     scales = [float(s) for s in args.scales.split(",")]
     print(f"model toystories/{args.preset}, SAE {sae.cfg.d_sae} features at {sae.cfg.hook_name}, "
           f"typical residual norm {norm:.3g}; scales (x norm) {scales}")
+    steer = SteerConfig(max_new_tokens=args.max_new_tokens, scale_unit="relative", resid_norm=norm)
+    choose = ChooseConfig(scales=scales, n_candidates=args.n_candidates, n_select=args.n_select,
+                          n_final=args.n_final)
     results = {}
-    for concept in CONCEPTS:
-        results[concept] = steer_concept(
-            model, sae, texts, concept, scales=scales, n_candidates=args.n_candidates,
-            n_select=args.n_select, n_final=args.n_final, max_new_tokens=args.max_new_tokens,
-            resid_norm=norm)
-        print(f"  {concept}: done ({time.perf_counter() - start:.0f} s)", flush=True)
+    for name, concept in planted_concepts().items():
+        results[name] = steer_concept(model, sae, texts, concept, choose, steer)
+        print(f"  {name}: done ({time.perf_counter() - start:.0f} s)", flush=True)
     print()
     print(table_text([r.row() for r in results.values()]))
     print()

@@ -25,6 +25,7 @@ import time
 import torch
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
+from sae_steer.config import SteerConfig
 from sae_steer.steer import generate_unsteered, steering
 
 HOOK = "blocks.1.hook_resid_post"
@@ -51,8 +52,9 @@ def measure(model: HookedTransformer, prompt, n_samples: int, new: int, repeats:
     direction = torch.randn(model.cfg.d_model, generator=torch.Generator().manual_seed(0))
     direction = direction / direction.norm()
     # stop_at_eos=False: every run makes exactly n_samples x new tokens, steered or not
-    run = lambda: generate_unsteered(model, prompt, new, n_samples=n_samples, seed=0,
-                                     stop_at_eos=False)
+    cfg = SteerConfig(prompt=prompt, max_new_tokens=new, n_samples=n_samples, seed=0,
+                      stop_at_eos=False)
+    run = lambda: generate_unsteered(model, cfg)
     run()  # warm-up (allocator, lazy init)
     plain, steered = [], []
     for _ in range(repeats):
@@ -94,7 +96,7 @@ def main() -> None:
     parser.add_argument("--device", default=None)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    from sae_steer.models import default_device, load_model
+    from sae_steer.lm import default_device, load_model
 
     device = args.device or default_device()
     rows = {

@@ -24,7 +24,7 @@ feature frequencies, exponential magnitudes), plus a shared mean vector and Gaus
 noise. Explained variance (against the batch mean) and L0 are measured on a held-out
 batch after both sides trained on the same tokens.
 
-Harvest: ``sae_steer.collect.hook_activations`` (stop_at_layer) vs a full forward pass
+Harvest: ``sae_steer.lm.hook_activations`` (stop_at_layer) vs a full forward pass
 (``run_with_hooks`` with the same capture hook, i.e. all 4 blocks + unembed) at
 ``blocks.1.hook_resid_post`` of a random-weight GPT-Neo with TinyStories-33M's shape.
 """
@@ -164,7 +164,7 @@ def bench_train(arch: str, batches, held_out, args) -> dict:
 def bench_harvest(reps: int, batch: int, ctx: int) -> dict:
     from transformer_lens import HookedTransformer, HookedTransformerConfig
 
-    from sae_steer.collect import hook_activations
+    from sae_steer.lm import hook_activations
     cfg = HookedTransformerConfig(  # TinyStories-33M's shape (GPT-Neo), random weights
         n_layers=4, d_model=768, n_heads=16, d_head=48, d_mlp=3072, d_vocab=50257,
         n_ctx=2048, act_fn="gelu_new", normalization_type="LN",

@@ -2,14 +2,17 @@
 
 The public names are imported lazily (PEP 562) so ``import sae_steer`` stays light:
 torch and transformer_lens load only when a name that needs them is first used.
-Widgets are deliberately absent: ``from sae_steer.widgets import SteeringPanel``.
+Widgets are deliberately absent: ``from sae_steer.ui.widgets import SteeringPanel``.
+The stages live one folder each, imports pointing down only (see the README's layout)::
+
+    ui -> measure -> inspect | steer | train -> lm -> sae | toystories -> config -> bottom
 """
 from __future__ import annotations
 
 import importlib
 from typing import Any
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 # public name -> module that defines it
 _EXPORTS: dict[str, str] = {
@@ -17,45 +20,52 @@ _EXPORTS: dict[str, str] = {
     "SAEConfig": "config",
     "TrainConfig": "config",
     "SearchConfig": "config",
+    "SteerConfig": "config",
+    "ChooseConfig": "config",
     "WorldConfig": "config",
+    "cache_dir": "fsutil",
     # models and text
-    "load_model": "models",
-    "default_device": "models",
-    "default_hook_name": "models",
-    "model_name": "models",
-    "cache_dir": "models",
-    "ModelDownloadError": "models",
-    "load_texts": "data",
-    "load_stories": "data",
-    "token_batches": "data",
-    "DataDownloadError": "data",
-    "match_concepts": "groundtruth",
+    "load_model": "lm.models",
+    "default_device": "lm.models",
+    "default_hook_name": "lm.models",
+    "model_name": "lm.models",
+    "ModelDownloadError": "lm.models",
+    "load_texts": "lm.texts",
+    "load_stories": "lm.texts",
+    "token_batches": "lm.texts",
+    "DataDownloadError": "lm.texts",
     # the SAE and its training
-    "SAE": "sae",
-    "TrainStepOutput": "sae",
-    "train_sae": "pipeline",
-    "load_or_train_sae": "pipeline",
-    "reference_sae": "pipeline",
+    "SAE": "sae.model",
+    "TrainStepOutput": "sae.kernels",
+    "train_sae": "train.pipeline",
+    "load_or_train_sae": "train.pipeline",
+    "reference_sae": "train.pipeline",
     # inspection
-    "search_features": "search",
-    "load_or_search": "search",
-    "FeatureSearch": "search_results",
-    "feature_card": "card",
-    "planted_concepts_report": "concept_report",
+    "search_features": "inspect.search",
+    "load_or_search": "inspect.search",
+    "FeatureSearch": "inspect.results",
+    "feature_card": "inspect.card",
+    "match_concepts": "inspect.groundtruth",
     "render_blocks": "render",
     "render_html": "render",
-    # steering and re-scoring
-    "steering": "steer",
-    "clamping": "steer",
-    "generate_steered": "steer",
-    "generate_unsteered": "steer",
-    "typical_resid_norm": "steer",
-    "to_absolute_scale": "steer",
-    "rescore": "score",
-    "steering_report": "score",
-    "scale_sweep": "score",
-    "plot_sweep": "score",
-    "steer_concept": "concepts",
+    # steering
+    "steering": "steer.hooks",
+    "clamping": "steer.hooks",
+    "to_absolute_scale": "steer.hooks",
+    "generate_steered": "steer.generate",
+    "generate_unsteered": "steer.generate",
+    "typical_resid_norm": "steer.generate",
+    # measuring: concepts, re-scoring, reports, sweeps, feature choice
+    "Concept": "measure.concepts",
+    "rescore": "measure.rescore",
+    "steering_report": "measure.report",
+    "scale_sweep": "measure.sweep",
+    "steer_concept": "measure.choose",
+    # the offline world
+    "planted_concepts": "toystories.concepts",
+    # views (the public face may hand them on; no module of the library imports ui)
+    "plot_sweep": "ui.plots",
+    "planted_concepts_report": "ui.planted",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -1,5 +1,5 @@
-"""`python -m sae_steer ...` — see `sae_steer.cli`."""
-from sae_steer.cli import main
+"""`python -m sae_steer ...` — see `sae_steer.ui.cli`."""
+from sae_steer.ui.cli import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

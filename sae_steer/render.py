@@ -1,4 +1,4 @@
-"""Show one feature's activations over a run of tokens: block characters and HTML.
+"""Text and HTML for activations and tables: block characters, highlighted tokens, tables.
 
 Standard library only (``html``, ``math``): rendering must not pull in torch, so a
 writeup or a widget can format activations it got from anywhere. Activations may be a
@@ -123,3 +123,40 @@ def render_html(
         f'style="white-space: pre-wrap; font-family: monospace; line-height: 1.6">'
         f"{head}{''.join(spans)}</div>"
     )
+
+
+def _cell(value: Any, digits: int) -> str:
+    return f"{value:.{digits}g}" if isinstance(value, float) else str(value)
+
+
+def _columns(rows: Sequence[dict[str, Any]]) -> list[str]:
+    return list(dict.fromkeys(k for r in rows for k in r))
+
+
+def table_html(rows: Sequence[dict[str, Any]], digits: int = 3, *,
+               css_class: str = "sae-table") -> str:
+    """A plain HTML table of flat dict rows (columns: every key, in first-seen order).
+
+    Every header and cell is escaped; floats are shown with ``digits`` significant digits.
+    """
+    if not rows:
+        return "<p>(no rows)</p>"
+    cols = _columns(rows)
+    head = "".join(f"<th>{_esc(c)}</th>" for c in cols)
+    body = "".join("<tr>" + "".join(f"<td>{_esc(_cell(r.get(c, ''), digits))}</td>"
+                                    for c in cols) + "</tr>" for r in rows)
+    return f'<table class="{_esc(css_class)}"><tr>{head}</tr>{body}</table>'
+
+
+def table_text(rows: Sequence[dict[str, Any]], digits: int = 3) -> str:
+    """The same table as fixed-width text (for scripts and benchmarks)."""
+    if not rows:
+        return "(no rows)"
+    cols = _columns(rows)
+    cells = [[_cell(r.get(c, ""), digits) for c in cols] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(cols)]
+
+    def line(values: Sequence[str]) -> str:
+        return "  ".join(v.rjust(w) for v, w in zip(values, widths))
+
+    return "\n".join([line(cols)] + [line(row) for row in cells])

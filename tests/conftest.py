@@ -1,14 +1,16 @@
-"""Tiny offline fixtures shared by every test module.
+"""Tiny offline fixtures shared by every test module (builders live in ``builders.py``).
 
-Module-specific fixtures live in the test module that needs them.
+The folders below mirror ``sae_steer/``: ``tests/lm``, ``tests/sae``, ``tests/train``...
 """
 from __future__ import annotations
 
 import os
 
 import pytest
-import torch
 from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+from builders import make_sae, seeded_model, tiny_config, tokenized_model
+from sae_steer.sae import SAE
 
 # The offline world and trained SAEs are cached here during a test session, so tests
 # never touch the user's real cache and later tests reuse what earlier ones built.
@@ -17,20 +19,25 @@ os.environ.setdefault("SAE_STEER_CACHE", os.path.join(os.path.dirname(__file__),
 
 @pytest.fixture
 def tiny_cfg() -> HookedTransformerConfig:
-    return HookedTransformerConfig(
-        n_layers=2, d_model=16, n_ctx=32, d_head=4, n_heads=4, d_mlp=64,
-        d_vocab=50, act_fn="gelu", normalization_type="LN", seed=0, device="cpu",
-    )
+    return tiny_config()
 
 
 @pytest.fixture
 def tiny_model(tiny_cfg: HookedTransformerConfig) -> HookedTransformer:
     """A random 2-layer model with no tokenizer: feed it token tensors."""
-    torch.manual_seed(0)
-    model = HookedTransformer(tiny_cfg)
-    model.eval()
-    return model
+    return seeded_model(tiny_cfg)
 
+
+@pytest.fixture(scope="session")
+def tok_model() -> HookedTransformer:
+    """``tiny_model``'s twin with a word-level tokenizer (text prompts, search, rendering)."""
+    return tokenized_model()
+
+
+@pytest.fixture
+def sae() -> SAE:
+    """An 8-feature SAE on ``blocks.0.hook_resid_post`` of the 16-wide tiny models."""
+    return make_sae()
 
 
 def pytest_collection_modifyitems(config, items):

@@ -8,6 +8,8 @@ This package's own names:
 * ``Story``, ``generate_stories(n, seed, split)``, ``story_stream(seed, split)`` -- the generator;
 * ``concept_mask(str_tokens, concept)``, ``concept_count``, ``concept_rate`` -- the rule-based
   labeler, usable on any text (model generations included);
+* ``PlantedConcept``, ``planted_concepts()`` -- the four concepts as concept objects
+  (``name`` + ``mask(model, token_ids)``) for scoring, sweeps and feature choice;
 * ``PRESETS``, ``world_config(preset)``, ``world_metrics(preset, cache_root)`` -- the model builds.
 
 The model-building names load torch lazily, so the generator and labeler stay light.
@@ -18,6 +20,7 @@ import importlib
 from typing import Any
 
 from .grammar import Story, generate_stories, story_stream
+from .concepts import PlantedConcept, planted_concepts
 from .labels import CONCEPTS, concept_count, concept_mask, concept_rate
 from .text import detokenize, split_words
 
@@ -25,7 +28,7 @@ _LAZY = {"PRESETS": "lm", "world_config": "lm", "world_metrics": "lm", "load_toy
          "build_tokenizer": "tokenizer", "load_tokenizer": "tokenizer"}
 
 __all__ = ["CONCEPTS", "Story", "generate_stories", "story_stream", "concept_mask", "concept_count",
-           "concept_rate", "detokenize", "split_words", *_LAZY]
+           "concept_rate", "detokenize", "split_words", "PlantedConcept", "planted_concepts", *_LAZY]
 
 
 def __getattr__(name: str) -> Any:

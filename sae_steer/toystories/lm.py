@@ -11,8 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 import time
 from pathlib import Path
 
@@ -20,11 +18,11 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
-from ..config import WorldConfig, write_json_atomic
-from ..fsutil import exclusive_lock
-from .grammar import GRAMMAR_VERSION, generate_stories
-from .tokenizer import build_tokenizer, build_vocab, load_tokenizer, save_tokenizer
-from .train import encode_stories, masked_loss, train_lm
+from sae_steer.config import WorldConfig
+from sae_steer.fsutil import atomic_dir, cache_dir, exclusive_lock, write_json_atomic
+from sae_steer.toystories.grammar import GRAMMAR_VERSION, generate_stories
+from sae_steer.toystories.tokenizer import build_tokenizer, build_vocab, load_tokenizer, save_tokenizer
+from sae_steer.toystories.train import encode_stories, masked_loss, train_lm
 
 PRESETS: dict[str, WorldConfig] = {
     # CI preset: ~0.4M training tokens; builds in about a minute on 2 CPU cores.
@@ -88,13 +86,10 @@ def world_metrics(preset: str | WorldConfig = "small",
     """The saved build record of a built world: ``validation_loss`` (nats/token),
     ``train_loss``, ``build_seconds``, ``d_vocab``, ``world`` (its WorldConfig)...
 
-    ``cache_root`` defaults to ``sae_steer.models.cache_dir()``; its ``toystories``
+    ``cache_root`` defaults to ``sae_steer.fsutil.cache_dir()``; its ``toystories``
     subdirectory is accepted too.
     """
-    if cache_root is None:
-        from ..models import cache_dir  # models imports this module lazily, so no cycle
-        cache_root = cache_dir()
-    root = Path(cache_root)
+    root = Path(cache_root if cache_root is not None else cache_dir())
     root = root.parent if root.name == "toystories" else root
     path = world_dir(world_config(preset), root) / CONFIG_FILE
     if not path.exists():
@@ -156,18 +151,11 @@ def evaluate(model: HookedTransformer, tokens: torch.Tensor, batch_size: int = 6
 
 
 def _publish(model: HookedTransformer, tokenizer, record: dict, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
-    os.chmod(tmp, 0o755)  # mkdtemp makes it private; the cache is readable like any other
-    try:
+    # replace=True: an existing entry here is stale or incomplete (it has no model file)
+    with atomic_dir(path, replace=True) as tmp:
         state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
         save_file(state, str(tmp / MODEL_FILE))
         save_tokenizer(tokenizer, tmp)
         write_json_atomic(tmp / CONFIG_FILE, record)
-        if path.exists():  # a stale, incomplete entry (no model file): replace it
-            shutil.rmtree(path)
-        os.replace(tmp, path)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 

@@ -101,7 +101,8 @@ def filler(r: random.Random, c: Cast) -> str:
         "They played for a long time.",
         f"{c.name} shared {c.his} {thing} with {c.friend}.",
         "The sun was warm and the sky was blue.",
-        f"{_cap(c.he)} was so {r.choice(FEELINGS)} that {c.he} {r.choice(['smiled', 'laughed', 'jumped up and down'])}.",
+        f"{_cap(c.he)} was so {r.choice(FEELINGS)} that {c.he} "
+        f"{r.choice(['smiled', 'laughed', 'jumped up and down'])}.",
         f"Then, {c.name} saw {_a(r.choice(THING_ADJS))} {thing}.",
         f"{c.name} ate some {r.choice(FOODS)} with {c.his} mom.",
         f"There was a big tree in the {c.place}.",

@@ -16,7 +16,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
 
-from ..config import WorldConfig
+from sae_steer.config import WorldConfig
 
 PAD_ID = 0  # "<pad>" is id 0 in every toy vocabulary (see text.SPECIAL_TOKENS)
 
@@ -101,7 +101,7 @@ def _train(model: HookedTransformer, tokens: Tensor, cfg: WorldConfig, progress:
     return float(smooth)
 
 
-def _batch_indices(lengths: Int[Tensor, "n_story"], batch_size: int, seed: int,
+def _batch_indices(lengths: Int[Tensor, " n_story"], batch_size: int, seed: int,
                    group: int = 16) -> Iterator[Tensor]:
     """Endless shuffled batches of story indices, similar lengths batched together.
 

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import torch
 
-from rel_helpers import HOOK, make_sae
-from sae_steer import pipeline
+from builders import HOOK, make_sae
 from sae_steer.config import SAEConfig, SearchConfig, TrainConfig
-from sae_steer.search import search_features
+from sae_steer.inspect.search import search_features
 from sae_steer.steer import generate_steered, generate_unsteered
+from sae_steer.train import fit_sae
 
 TEXTS = [" ".join(["Once upon a time there was a little girl named Lily ."] +
                   ["she liked to play in the park with her friend Tom ."] * (i % 3 + 1))
@@ -25,7 +25,7 @@ def _fit(model, seed: int = 0):
                             dead_after_steps=3, resample_every=4, context_size=32,
                             model_batch_size=8, buffer_batches=2, log_every=4,
                             eval_sequences=4, seed=seed)
-    return pipeline.fit_sae(model, TEXTS, HOOK, sae_cfg, train_cfg, progress=False)
+    return fit_sae(model, TEXTS, HOOK, sae_cfg, train_cfg, progress=False)
 
 
 def _disturb_global_rng(seed: int) -> None:
@@ -55,12 +55,12 @@ def test_same_seed_gives_bit_identical_generations(tiny_model, sae):
         _disturb_global_rng(disturb)
         steered = generate_steered(tiny_model, sae, 2, 6.0, prompt=prompt, max_new_tokens=12,
                                    n_samples=3, seed=7)
-        plain = generate_unsteered(tiny_model, prompt, 12, n_samples=3, seed=7)
+        plain = generate_unsteered(tiny_model, prompt=prompt, max_new_tokens=12, n_samples=3, seed=7)
         runs.append(([t.tolist() for t in steered.tokens], [t.tolist() for t in plain.tokens],
                      steered.texts, plain.texts))
     assert runs[0] == runs[1]
     assert runs[0][0] != runs[0][1]  # steering changed the text, same seeds notwithstanding
-    other = generate_unsteered(tiny_model, prompt, 12, n_samples=3, seed=8)
+    other = generate_unsteered(tiny_model, prompt=prompt, max_new_tokens=12, n_samples=3, seed=8)
     assert [t.tolist() for t in other.tokens] != runs[0][1]
 
 

@@ -15,18 +15,16 @@ import numpy as np
 import pytest
 import torch
 
-from rel_helpers import HOOK, assert_clean, make_sae
-from sae_steer import pipeline
-from sae_steer.collect import hook_activations
+from builders import HOOK, assert_clean, make_sae
 from sae_steer.config import SAEConfig, SearchConfig, TrainConfig
-from sae_steer.data import load_texts
-from sae_steer.models import load_model
+from sae_steer.inspect.search import search_features
+from sae_steer.lm import hook_activations, load_model, load_texts
+from sae_steer.measure import rescore, scale_sweep
 from sae_steer.render import render_blocks, render_html
 from sae_steer.sae import SAE
-from sae_steer.score import rescore, scale_sweep
-from sae_steer.search import search_features
 from sae_steer.steer import clamping, generate_steered, steering
-from sae_steer.train import train
+from sae_steer.train import pipeline
+from sae_steer.train.loop import train
 
 P = torch.tensor([1, 2, 3, 4])  # a token prompt for the tokenizer-less tiny model
 TEXTS = ["Once upon a time there was a little girl named Lily ."] * 6
@@ -67,7 +65,7 @@ CASES = [
          r"feature -1 is out of range: this SAE has 8 features \(0\.\.7\)",
          "negative indices are not wrapped: use `d_sae - 1` for the last feature"),
     Case("feature-not-int", "`feature=2.5`", lambda e: _steer(e, feature=2.5),
-         r"feature must be an integer index, got 2\.5", "pass an int (e.g. `int(idx)`)"),
+         r"feature index must be an integer, got float 2\.5", "pass an int (e.g. `int(idx)`)"),
     Case("feature-str", "`sae.feature_direction('3')`", lambda e: e.sae.feature_direction("3"),
          r"feature index must be an integer, got str '3'", "pass `3`, not `'3'`"),
     Case("search-feature-out-of-range", "`search.top_excerpts(99)` on an 8-feature SAE's search",
@@ -135,12 +133,14 @@ CASES = [
     Case("sae-width-mismatch", "steering with an SAE of d_in=12 on a d_model=16 model",
          lambda e: _steer(e, sae=make_sae(d_in=12)),
          r"SAE width d_in=12 does not match the model's activation width 16 at "
-         r"'blocks\.0\.hook_resid_post': this SAE was trained on another model or hook",
+         r"'blocks\.0\.hook_resid_post': build the SAE with SAEConfig\(d_in=16, \.\.\.\), "
+         r"or this SAE was trained on another model or hook",
          "load the SAE trained on this model and hook"),
     Case("train-width-mismatch", "`train_sae(model, texts, hook, SAEConfig(d_in=32, ...))` on d_model 16",
          lambda e: pipeline.train_sae(e.tm, TEXTS, HOOK, SAEConfig(d_in=32, d_sae=64), _tc()),
-         r"SAE d_in=32 does not match the width of 'blocks\.0\.hook_resid_post' \(16\); "
-         r"build the SAE with SAEConfig\(d_in=16, \.\.\.\)", "set `d_in=model.cfg.d_model`"),
+         r"SAE width d_in=32 does not match the model's activation width 16 at "
+         r"'blocks\.0\.hook_resid_post': build the SAE with SAEConfig\(d_in=16, \.\.\.\), "
+         r"or this SAE was trained on another model or hook", "set `d_in=model.cfg.d_model`"),
     # -- SAE and training configs --------------------------------------------------------
     Case("k-above-d-sae", "`SAEConfig(architecture='topk', d_sae=8, k=9)`",
          lambda e: SAEConfig(d_in=16, d_sae=8, architecture="topk", k=9),
@@ -197,7 +197,7 @@ CASES = [
          r"SAE directory .*such does not exist", "check the path (a directory with cfg.json)",
          FileNotFoundError),
     Case("search-path-missing", "`FeatureSearch.load('no/such/dir')`",
-         lambda e: __import__("sae_steer.search_results", fromlist=["x"]).FeatureSearch.load(e.tmp / "none"),
+         lambda e: __import__("sae_steer.inspect.results", fromlist=["x"]).FeatureSearch.load(e.tmp / "none"),
          r"no saved feature search in .*none \(expected search\.json and search\.safetensors",
          "run `search_features(...)` and `.save(dir)` first", FileNotFoundError),
     Case("data-file-missing", "`load_texts('tinystories', data_files='missing.json')`",
@@ -247,7 +247,6 @@ CASES = [
 @pytest.fixture
 def env(tiny_model, tok_model, sae, tmp_path):
     def search():
-        from sae_steer.search import search_features
         return search_features(tok_model, sae, TEXTS, SearchConfig(k=2, context_size=16),
                                progress=False)
     return types.SimpleNamespace(m=tiny_model, tm=tok_model, sae=sae, tmp=tmp_path, search=search)

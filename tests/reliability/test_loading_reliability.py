@@ -13,10 +13,10 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from rel_helpers import HOOK, assert_clean, leftovers, make_sae
-from sae_steer import sae_io
+from builders import HOOK, assert_clean, leftovers, make_sae
+from sae_steer.measure import rescore, steering_report
 from sae_steer.sae import SAE
-from sae_steer.score import rescore, steering_report
+from sae_steer.sae import io as sae_io
 from sae_steer.steer import generate_steered
 
 PROMPT = torch.tensor([1, 2, 3])
@@ -212,8 +212,8 @@ def test_sae_without_hook_name_asks_for_one(tiny_model, tmp_path):
 
 def test_search_results_of_another_sae_are_refused(tok_model, tmp_path):
     from sae_steer.config import SearchConfig
-    from sae_steer.search import search_features
-    from sae_steer.search_results import FeatureSearch
+    from sae_steer.inspect.results import FeatureSearch
+    from sae_steer.inspect.search import search_features
 
     texts = ["Once upon a time there was a little girl named Lily ."] * 4
     search = search_features(tok_model, make_sae(), texts,

@@ -12,7 +12,7 @@ from html.parser import HTMLParser
 
 import pytest
 
-from rel_helpers import make_sae
+from builders import make_sae
 from sae_steer.render import BLOCKS, block_level, render_blocks, render_html
 
 HOSTILE = [
@@ -119,8 +119,8 @@ def test_block_format_keeps_hostile_tokens_verbatim():
 
 def test_block_format_inside_html_pre_is_escaped():
     """The card and the widget put the block text in a <pre>: it must be escaped there."""
-    from sae_steer.card import card_html
-    from sae_steer.search_results import Excerpt
+    from sae_steer.inspect.results import Excerpt
+    from sae_steer.ui.views import card_html
 
     card = _card(Excerpt(feature=0, text_index=0, peak_act=2.0, token_ids=[0] * len(HOSTILE),
                          acts=[2.0] * len(HOSTILE), str_tokens=HOSTILE))
@@ -133,7 +133,7 @@ def test_block_format_inside_html_pre_is_escaped():
 
 
 def _card(excerpt):
-    from sae_steer.card import FeatureCard
+    from sae_steer.inspect.card import FeatureCard
 
     band = type(excerpt)(**{**excerpt.__dict__, "band": 3})
     return FeatureCard(feature=0, n_tokens=100, density=0.1, max_act=2.0, mean_act=1.0,
@@ -152,11 +152,12 @@ TEXTS = [
 
 
 def test_rescored_data_set_text_is_inert_and_exact(tok_model):
-    from sae_steer.score import rescore
+    from sae_steer.measure import rescore
+    from sae_steer.ui.views import rescored_blocks, rescored_html
 
     rescored = rescore(tok_model, make_sae(), TEXTS, 1)
     for text, r in zip(TEXTS, rescored):
-        parsed = assert_inert(r.html)
+        parsed = assert_inert(rescored_html(r))
         assert parsed.tokens == r.str_tokens
         # Shown tokens carry the space the decoder puts before them (" upon", as in the
         # seed's "Once ▁ upon ▁"); otherwise they are the model's tokens, exactly.
@@ -164,14 +165,15 @@ def test_rescored_data_set_text_is_inert_and_exact(tok_model):
         shown = [t.removeprefix(" ") for t in r.str_tokens]
         assert "<" in shown and ("script" in shown or "img" in shown)
         top = max(max(x.acts) for x in rescored)
-        assert r.blocks == "".join(f"{t} {BLOCKS[block_level(a, top)]}"
+        assert rescored_blocks(r) == "".join(f"{t} {BLOCKS[block_level(a, top)]}"
                                    for t, a in zip(r.str_tokens, r.acts))
 
 
 def test_searched_excerpts_and_card_of_data_set_text_are_inert(tok_model):
-    from sae_steer.card import card_html, card_text, feature_card
     from sae_steer.config import SearchConfig
-    from sae_steer.search import search_features
+    from sae_steer.inspect.card import feature_card
+    from sae_steer.inspect.search import search_features
+    from sae_steer.ui.views import card_html, card_text
 
     sae = make_sae()
     search = search_features(tok_model, sae, TEXTS * 2, SearchConfig(k=2, context_size=32, context_left=32,
@@ -191,8 +193,8 @@ def test_searched_excerpts_and_card_of_data_set_text_are_inert(tok_model):
 
 
 def test_generated_text_in_the_report_html_is_inert(tok_model):
-    from sae_steer.score import generations_html
     from sae_steer.steer import generate_steered
+    from sae_steer.ui.views import generations_html
 
     gen = generate_steered(tok_model, make_sae(), 2, 3.0, prompt="Once upon a time <script>",
                            max_new_tokens=12, n_samples=2, seed=0)

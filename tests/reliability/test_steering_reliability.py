@@ -9,11 +9,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rel_helpers import HOOK, assert_clean
-from sae_steer import steer
-from sae_steer.collect import attached_hook_count
-from sae_steer.score import rescore, steering_report
+from builders import HOOK, assert_clean, make_sae
+from sae_steer.lm import attached_hook_count
+from sae_steer.measure import rescore, steering_report
 from sae_steer.steer import clamping, generate_steered, generate_unsteered, steered, steering
+from sae_steer.steer import generate as steer_generate
 
 PROMPT = torch.tensor([1, 2, 3, 4])
 
@@ -21,7 +21,7 @@ PROMPT = torch.tensor([1, 2, 3, 4])
 def _clean(model):
     with torch.no_grad():
         logits = model(PROMPT[None])
-    sample = generate_unsteered(model, PROMPT, 6, n_samples=2, seed=1)
+    sample = generate_unsteered(model, prompt=PROMPT, max_new_tokens=6, n_samples=2, seed=1)
     return logits, [t.tolist() for t in sample.tokens]
 
 
@@ -34,7 +34,7 @@ def _assert_same_as_before(model, before):
 
 def _break_sampling(monkeypatch, exc: BaseException, on_call: int = 3):
     """Raise ``exc`` from the sampling step on its ``on_call``-th call (mid-generation)."""
-    real, calls = steer._pick, {"n": 0}
+    real, calls = steer_generate._pick, {"n": 0}
 
     def pick(logits, u, temperature):
         calls["n"] += 1
@@ -42,7 +42,7 @@ def _break_sampling(monkeypatch, exc: BaseException, on_call: int = 3):
             raise exc
         return real(logits, u, temperature)
 
-    monkeypatch.setattr(steer, "_pick", pick)
+    monkeypatch.setattr(steer_generate, "_pick", pick)
     return calls
 
 
@@ -100,7 +100,7 @@ def test_interrupt_inside_steering_contexts_used_by_hand(tiny_model, sae):
         with pytest.raises(KeyboardInterrupt):
             with make():
                 assert attached_hook_count(tiny_model) == 1
-                generate_unsteered(tiny_model, PROMPT, 3)  # runs steered inside the block
+                generate_unsteered(tiny_model, prompt=PROMPT, max_new_tokens=3)  # runs steered inside the block
                 raise KeyboardInterrupt
         assert_clean(tiny_model)
     # nested contexts unwind in order, even when the inner one raises
@@ -133,8 +133,7 @@ def test_rescoring_while_steering_is_refused(tiny_model, sae):
 
 def test_failed_generation_in_the_widget_shows_the_error_and_leaves_no_hook(
         tok_model, monkeypatch):
-    from rel_helpers import make_sae
-    from sae_steer.widgets import SteeringPanel
+    from sae_steer.ui.widgets import SteeringPanel
 
     sae = make_sae()
     panel = SteeringPanel(tok_model, sae, feature=1, scale=4.0, max_new_tokens=5)

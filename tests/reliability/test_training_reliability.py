@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from rel_helpers import leftovers
-from sae_steer import checkpoint
+from builders import leftovers
 from sae_steer.config import SAEConfig, TrainConfig
 from sae_steer.sae import SAE
-from sae_steer.train import NonFiniteError, train
+from sae_steer.train import checkpoint
+from sae_steer.train.loop import NonFiniteError, train
 
 from rel_train_data import N_STEPS, batches, cfg, new_sae
 
@@ -45,8 +45,8 @@ _CHILD = textwrap.dedent("""
     import sys, time, torch
     sys.path.insert(0, sys.argv[1])
     import rel_train_data as t
-    from sae_steer import checkpoint
-    from sae_steer.train import train
+    from sae_steer.train import checkpoint
+    from sae_steer.train.loop import train
     torch.set_num_threads(1)
     ckpt, mode, flag = sys.argv[2], sys.argv[3], sys.argv[4]
 
@@ -156,8 +156,8 @@ def test_nan_in_first_batch_without_checkpoints_says_so():
 def test_interrupted_cached_training_leaves_no_half_written_cache_entry(
         tok_model, tmp_path, monkeypatch):
     """Ctrl-C during load_or_train: no cache entry appears; the next call trains afresh."""
-    from sae_steer import pipeline
-    from sae_steer import train as train_module
+    from sae_steer.train import loop as train_module
+    from sae_steer.train import pipeline
 
     monkeypatch.setenv("SAE_STEER_CACHE", str(tmp_path / "cache"))
     hook = "blocks.0.hook_resid_post"

@@ -1,0 +1,139 @@
+"""Configs of the SAE and its training (``SAEConfig``, ``TrainConfig``)."""
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+from sae_steer.config.base import StageConfig, require
+
+Architecture = Literal["relu", "topk"]
+
+
+
+@dataclasses.dataclass
+class SAEConfig(StageConfig):
+    """Shape and kind of a sparse autoencoder (what ``sae.py`` needs to build one)."""
+
+    d_in: int
+    """Width of the activations the SAE reads (d_model of the hooked residual stream)."""
+    d_sae: int
+    """Number of features (the seed writeup used 10,000)."""
+    architecture: str = "relu"
+    """``relu`` (ReLU encoder, L1 penalty; the seed's kind) or ``topk`` (k largest kept)."""
+    k: int | None = None
+    """Active features per token for ``topk``; ignored for ``relu``."""
+    dtype: str = "float32"
+    """Parameter dtype, as a torch dtype name."""
+    device: str | None = None
+    """Where parameters live; None means CUDA when available, else CPU."""
+    apply_b_dec_to_input: bool = True
+    """Subtract ``b_dec`` before encoding (SAELens's default for standard SAEs)."""
+    hook_name: str | None = None
+    """TransformerLens hook the SAE was trained on, e.g. ``blocks.1.hook_resid_post``."""
+    model_name: str | None = None
+    """Model the SAE was trained on (``toystories/small``, ``tiny-stories-33M``...)."""
+    context_size: int | None = None
+    """Tokens per sequence during training."""
+    prepend_bos: bool = True
+    """Whether sequences started with BOS during training."""
+    dataset_path: str | None = None
+    """Text source the SAE was trained on."""
+
+    def __post_init__(self) -> None:
+        require(isinstance(self.d_in, int) and self.d_in > 0,
+                 f"d_in must be a positive integer, got {self.d_in!r}")
+        require(isinstance(self.d_sae, int) and self.d_sae > 0,
+                 f"d_sae must be a positive integer, got {self.d_sae!r}")
+        require(self.architecture in ("relu", "topk"),
+                 f"architecture must be 'relu' or 'topk', got {self.architecture!r}")
+        if self.architecture == "topk":
+            require(isinstance(self.k, int) and 0 < self.k <= self.d_sae,
+                     f"topk needs 0 < k <= d_sae ({self.d_sae}), got k={self.k!r}")
+        require(self.dtype in ("float32", "float16", "bfloat16", "float64"),
+                 f"dtype must be one of float32/float16/bfloat16/float64, got {self.dtype!r}")
+
+
+@dataclasses.dataclass
+class TrainConfig(StageConfig):
+    """How an SAE is trained: data stream, optimiser, sparsity schedule, logging, checkpoints.
+
+    Steps count optimiser updates; one step reads ``batch_size`` activation vectors.
+    """
+
+    n_steps: int = 2000
+    """Optimiser steps to take (tokens seen = ``n_steps * batch_size``)."""
+    batch_size: int = 4096
+    """Activation vectors (tokens) per optimiser step."""
+    lr: float = 4e-4
+    """Adam learning rate after warm-up."""
+    adam_beta1: float = 0.9
+    """Adam's first-moment decay."""
+    adam_beta2: float = 0.999
+    """Adam's second-moment decay."""
+    lr_warmup_steps: int = 100
+    """Steps over which the learning rate rises linearly from 0 to ``lr``."""
+    lr_decay_steps: int = 400
+    """Final steps over which the learning rate falls linearly to 0 (0: no decay)."""
+    l1_coefficient: float = 5.0
+    """Weight of the (decoder-norm weighted) L1 penalty for ``relu`` SAEs; unused by ``topk``."""
+    l1_warmup_steps: int = 200
+    """Steps over which the L1 coefficient rises linearly from 0 (avoids early dead features)."""
+    aux_k_coefficient: float = 1 / 32
+    """Weight of the AuxK loss that revives dead ``topk`` features (0: off)."""
+    dead_after_steps: int = 200
+    """A feature that has not fired for this many steps counts as dead."""
+    resample_every: int = 500
+    """``relu`` only: every this many steps re-initialise dead features toward
+    inputs the SAE reconstructs worst (0: never). No resampling during LR decay."""
+    dense_threshold: float = 0.1
+    """A feature firing on more than this fraction of a batch counts as dense."""
+    normalize_activations: bool = True
+    """Scale inputs so their mean squared norm is ``d_in`` while training (so one
+    ``l1_coefficient`` suits any model); the scale is folded into the biases at the end."""
+    context_size: int = 128
+    """Tokens per sequence fed to the model (sequences are truncated to this)."""
+    model_batch_size: int = 32
+    """Sequences per model forward pass while harvesting activations."""
+    buffer_batches: int = 16
+    """Shuffle buffer size in training batches: a batch mixes tokens from this many
+    batches' worth of sequences, so it is never one story."""
+    skip_bos: bool = True
+    """Leave out the BOS position (its norm is an outlier); padding is always left out."""
+    eval_sequences: int = 16
+    """Held-out sequences used for the CE-loss-increase metric (0: skip that metric)."""
+    log_every: int = 100
+    """Compute and record metrics every this many steps (and at the last step)."""
+    checkpoint_every: int = 0
+    """Write a resumable checkpoint every this many steps (0: never)."""
+    seed: int = 0
+    """Seeds data shuffling and dead-feature resampling; equal seeds give equal runs."""
+
+    def __post_init__(self) -> None:
+        require(isinstance(self.buffer_batches, int) and self.buffer_batches >= 2,
+                 f"buffer_batches must be an integer >= 2, got {self.buffer_batches!r}")
+        for name in ("n_steps", "batch_size", "context_size", "model_batch_size",
+                     "log_every", "dead_after_steps"):
+            value = getattr(self, name)
+            require(isinstance(value, int) and value > 0,
+                     f"{name} must be a positive integer, got {value!r}")
+        for name in ("lr_warmup_steps", "lr_decay_steps", "l1_warmup_steps",
+                     "resample_every", "eval_sequences", "checkpoint_every", "seed"):
+            value = getattr(self, name)
+            require(isinstance(value, int) and value >= 0,
+                     f"{name} must be a non-negative integer, got {value!r}")
+        require(isinstance(self.lr, (int, float)) and 0 < self.lr < float("inf"),
+                 f"lr must be a positive finite number, got {self.lr!r}")
+        for name in ("l1_coefficient", "aux_k_coefficient"):
+            value = getattr(self, name)
+            require(isinstance(value, (int, float)) and 0 <= value < float("inf"),
+                     f"{name} must be a non-negative finite number, got {value!r}")
+        for name in ("adam_beta1", "adam_beta2"):
+            value = getattr(self, name)
+            require(0 <= value < 1, f"{name} must be in [0, 1), got {value!r}")
+        require(0 < self.dense_threshold <= 1,
+                 f"dense_threshold must be in (0, 1], got {self.dense_threshold!r}")
+        require(self.lr_warmup_steps + self.lr_decay_steps <= self.n_steps,
+                 f"lr_warmup_steps + lr_decay_steps ({self.lr_warmup_steps} + "
+                 f"{self.lr_decay_steps}) must not exceed n_steps ({self.n_steps})")
+
+

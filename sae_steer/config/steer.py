@@ -1,0 +1,141 @@
+"""Configs of steering (``SteerConfig``: how samples are drawn) and of choosing a
+feature for a concept (``ChooseConfig``), with the keyword-shortcut helpers."""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from sae_steer.config.base import StageConfig, check_number, is_integer, replace_config, require
+
+
+MODES = ("decoder_row", "clamp", "decoder_onehot")
+"""Steering modes: add ``W_dec[i]``; clamp feature i; add ``decode(onehot_i)`` (the pitfall)."""
+SCALE_UNITS = ("absolute", "relative")
+"""``absolute``: the scale multiplies the direction as is; ``relative``: the steering
+vector's norm is that multiple of the typical residual-stream norm at the hook."""
+
+
+
+@dataclasses.dataclass
+class SteerConfig(StageConfig):
+    """How steered and unsteered samples are drawn: one config for every steering call.
+
+    ``generate_steered``, ``steering_report``, ``scale_sweep`` and the concept search take
+    one of these (or its fields as keyword shortcuts) instead of the settings one by one,
+    and a report saves it as JSON beside itself.
+    """
+
+    prompt: Any = "Once upon a time"
+    """Text, or token ids (a list of ints) for a model without a tokenizer."""
+    max_new_tokens: int = 100
+    """Tokens generated after the prompt (fewer when a sample reaches end-of-text)."""
+    n_samples: int = 2
+    """Samples per call; steered and unsteered sample j share one random stream."""
+    seed: int = 0
+    """Sample j draws from generator seed ``sample_seed(seed, j)``."""
+    temperature: float = 1.0
+    """Sampling temperature; 0 is greedy."""
+    mode: str = "decoder_row"
+    """One of ``MODES``: add ``scale * W_dec[i]`` (the seed's method), clamp feature i to
+    ``scale``, or add ``scale * decode(onehot_i)`` (a pitfall kept to show it)."""
+    scale_unit: str = "absolute"
+    """One of ``SCALE_UNITS``: the scale as given, or a multiple of the typical
+    residual-stream norm at the hook (transfers between models)."""
+    use_kv_cache: bool = True
+    """Generate with TransformerLens's KV cache (same tokens as without, faster)."""
+    stop_at_eos: bool = True
+    """Cut each sample at its first end-of-text token."""
+    resid_norm: float | None = None
+    """Typical residual-stream norm at the hook, for ``scale_unit="relative"`` (None:
+    measured on the model's own samples; pass it to reuse one measurement)."""
+    fire_threshold: float = 0.0
+    """Re-scoring: a feature "fires" on a token when its activation exceeds this."""
+
+    def __post_init__(self) -> None:
+        if hasattr(self.prompt, "tolist"):  # a tensor or array of ids: keep JSON-able ids
+            self.prompt = self.prompt.tolist()
+        for name in ("max_new_tokens", "n_samples"):
+            value = getattr(self, name)
+            require(is_integer(value) and value > 0,
+                     f"{name} must be a positive integer, got {value!r}")
+        require(is_integer(self.seed),
+                 f"seed must be an integer (e.g. 0), got {type(self.seed).__name__} {self.seed!r}")
+        if check_number(self.temperature, "temperature") < 0:  # refuses "hot", NaN and inf too
+            raise ValueError(f"temperature must be >= 0 (0 = greedy), got {self.temperature!r}")
+        require(self.mode in MODES,
+                 f"unknown steering mode {self.mode!r}; choose one of {', '.join(MODES)}")
+        require(self.scale_unit in SCALE_UNITS,
+                 f"scale_unit must be 'absolute' or 'relative', got {self.scale_unit!r}")
+        if self.resid_norm is not None:
+            require(check_number(self.resid_norm, "resid_norm") > 0,
+                     f"resid_norm must be positive, got {self.resid_norm!r}")
+            self.resid_norm = float(self.resid_norm)
+        self.fire_threshold = check_number(self.fire_threshold, "fire_threshold")
+        self.max_new_tokens, self.n_samples, self.seed = (
+            int(self.max_new_tokens), int(self.n_samples), int(self.seed))
+        self.temperature = float(self.temperature)
+
+
+
+@dataclasses.dataclass
+class ChooseConfig(StageConfig):
+    """How a feature and a scale are chosen for a concept, and then measured.
+
+    Candidates are ranked on texts, the scale is swept on the seeds from ``select_seed``
+    and the choice is measured on ``n_final`` fresh seeds from ``final_seed``, so the
+    reported figures are not inflated by picking the luckiest scale.
+    """
+
+    scales: tuple[float, ...] = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
+    """Scales swept, in ``SteerConfig.scale_unit`` (relative to the residual norm by default)."""
+    n_candidates: int = 5
+    """Predictive candidates swept (besides the on-word and pre-word features)."""
+    candidate_scale: float = 0.5
+    """Relative scale at which candidates' effect on the concept's next-token mass is read."""
+    n_effect_texts: int = 8
+    """Texts on which that effect is measured (one batched pass per chunk of features)."""
+    n_select: int = 16
+    """Samples per scale while selecting."""
+    n_final: int = 32
+    """Fresh samples on which the choice is measured."""
+    select_seed: int = 0
+    """Seed of the selection samples."""
+    final_seed: int = 1000
+    """Seed of the measurement samples (disjoint from the selection's for any sane sizes)."""
+    target: float = 5.0
+    """Lift (steered / unsteered concept rate) a choice must reach."""
+    cost_budget: float = 1.5
+    """Most text-quality cost allowed (mean NLL increase, nats/token)."""
+    select_margin: float = 1.5
+    """Selection aims this many times higher than ``target`` (winner's curse)."""
+
+    def __post_init__(self) -> None:
+        self.scales = tuple(check_number(x, "scale") for x in self.scales)
+        require(len(self.scales) > 0, "scales is empty: give a list such as [0.3, 0.5, 0.7]")
+        for name in ("n_candidates", "n_effect_texts", "n_select", "n_final"):
+            value = getattr(self, name)
+            require(is_integer(value) and value > 0,
+                     f"{name} must be a positive integer, got {value!r}")
+        for name in ("select_seed", "final_seed"):
+            require(is_integer(getattr(self, name)),
+                     f"{name} must be an integer, got {getattr(self, name)!r}")
+        for name in ("candidate_scale", "target", "cost_budget", "select_margin"):
+            check_number(getattr(self, name), name)
+        require(self.select_seed != self.final_seed,
+                 "select_seed and final_seed must differ: a choice is measured on fresh seeds")
+
+
+
+def steer_config(cfg: SteerConfig | None = None, **changes: Any) -> SteerConfig:
+    """``cfg`` (default ``SteerConfig()``) with the keyword shortcuts in ``changes`` applied."""
+    if cfg is not None and not isinstance(cfg, SteerConfig):
+        raise TypeError(f"cfg must be a SteerConfig, got {type(cfg).__name__}")
+    return replace_config(cfg if cfg is not None else SteerConfig(), **changes)
+
+
+def choose_config(cfg: ChooseConfig | None = None, **changes: Any) -> ChooseConfig:
+    """``cfg`` (default ``ChooseConfig()``) with the keyword shortcuts in ``changes`` applied."""
+    if cfg is not None and not isinstance(cfg, ChooseConfig):
+        raise TypeError(f"cfg must be a ChooseConfig, got {type(cfg).__name__}")
+    return replace_config(cfg if cfg is not None else ChooseConfig(), **changes)
+

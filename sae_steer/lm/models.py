@@ -1,0 +1,116 @@
+"""One entry point for models: the offline toy world, the real TinyStories-33M, or yours.
+
+``load_model("toystories")`` needs no network: it trains (once, then caches) a 4-layer
+model on a generated corpus. ``load_model("tiny-stories-33M")`` is the seed writeup's
+model via ``HookedTransformer.from_pretrained``; without network it fails in one line
+that points back to the offline default.
+"""
+from __future__ import annotations
+
+import torch
+from transformer_lens import HookedTransformer
+
+from sae_steer.config import WorldConfig
+from sae_steer.fsutil import cache_dir
+from sae_steer.toystories.lm import load_toy_model
+
+TOY_NAME = "toystories"
+REAL_NAME = "tiny-stories-33M"
+_REAL_ALIASES = {REAL_NAME, "roneneldan/TinyStories-33M", "TinyStories-33M"}
+KNOWN_MODELS = (TOY_NAME, f"{TOY_NAME}/small", f"{TOY_NAME}/demo", REAL_NAME, "roneneldan/TinyStories-33M")
+
+
+class ModelDownloadError(ConnectionError):
+    """The real model could not be fetched (no network, or the hub refused)."""
+
+
+def default_device() -> str:
+    """CUDA when available, else CPU."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    value = getattr(torch, str(dtype).removeprefix("torch."), None)
+    if not isinstance(value, torch.dtype):
+        raise ValueError(f"unknown dtype {dtype!r}; use e.g. 'float32', 'bfloat16' or torch.float16")
+    return value
+
+
+def load_model(name_or_model: str | HookedTransformer = TOY_NAME, *, preset: str | WorldConfig = "small",
+               device: str | torch.device | None = None, dtype: str | torch.dtype | None = None,
+               progress: bool = True) -> HookedTransformer:
+    """A HookedTransformer with a tokenizer, on ``device`` (default: CUDA when available).
+
+    ``"toystories"`` (or ``"toystories/<preset>"``): the offline toy world, built on first
+    use and cached under :func:`cache_dir`. ``"tiny-stories-33M"``: the real model (needs
+    network on first use). A HookedTransformer is returned as is (moved if ``device`` is given).
+    """
+    dt = _dtype(dtype)
+    if isinstance(name_or_model, HookedTransformer):
+        model = name_or_model
+        if device is not None:  # TransformerLens's .to also updates model.cfg.device
+            model = model.to(device, print_details=False)
+        return model.to(dt, print_details=False) if dt is not None else model
+    if not isinstance(name_or_model, str):
+        raise TypeError(f"load_model takes a model name or a HookedTransformer, got {type(name_or_model).__name__}")
+    device = str(device) if device is not None else default_device()
+    if name_or_model == TOY_NAME or name_or_model.startswith(TOY_NAME + "/"):
+        if "/" in name_or_model:
+            preset = name_or_model.split("/", 1)[1]
+        return load_toy_model(preset, cache_root=cache_dir(), device=device, dtype=dt, progress=progress)
+    if name_or_model in _REAL_ALIASES:
+        return _load_real(device, dt)
+    raise ValueError(f"unknown model {name_or_model!r}; known models: {', '.join(KNOWN_MODELS)} "
+                     "(or pass a HookedTransformer)")
+
+
+def _load_real(device: str, dtype: torch.dtype | None) -> HookedTransformer:
+    kwargs = {"dtype": dtype} if dtype is not None else {}
+    try:
+        return HookedTransformer.from_pretrained(REAL_NAME, device=device, **kwargs)
+    except Exception as e:  # hub errors come in many types (OSError, HTTPError, LocalEntryNotFound...)
+        if not _looks_like_download_failure(e):
+            raise
+        raise ModelDownloadError(
+            f"could not download {REAL_NAME} from the HuggingFace hub ({type(e).__name__}); "
+            f"without network use the offline model: load_model('{TOY_NAME}')"
+        ) from e
+
+
+def _looks_like_download_failure(e: BaseException) -> bool:
+    names = {type(x).__name__ for x in _chain(e)}
+    hub = {"OSError", "ConnectionError", "HTTPError", "LocalEntryNotFoundError", "OfflineModeIsEnabled",
+           "HfHubHTTPError", "Timeout", "ConnectTimeout", "ReadTimeout", "MaxRetryError",
+           "ConnectError", "RepositoryNotFoundError", "GatedRepoError"}
+    return bool(names & hub) or isinstance(e, (OSError, ConnectionError))
+
+
+def _chain(e: BaseException | None):
+    while e is not None:
+        yield e
+        e = e.__cause__ or e.__context__
+
+
+def canonical_model_name(name: str | None) -> str:
+    """``name`` with the real model's aliases resolved; None or empty is ``"custom"``
+    (TransformerLens's default name, which here means "unknown")."""
+    name = name or "custom"
+    return REAL_NAME if name in _REAL_ALIASES else name
+
+
+def model_name(model: HookedTransformer) -> str:
+    """A short name for metadata: ``toystories/small``, ``tiny-stories-33M``..."""
+    return canonical_model_name(getattr(model.cfg, "model_name", None))
+
+
+def default_hook_name(model: HookedTransformer) -> str:
+    """The residual stream the SAEs read by default.
+
+    The seed writeup used the stream after the 2nd layer (``blocks.1``) of TinyStories-33M;
+    in the toy world a probe found cleaner, better-steering features one layer later.
+    """
+    if model_name(model).startswith(TOY_NAME + "/") and model.cfg.n_layers >= 3:
+        return "blocks.2.hook_resid_post"
+    return "blocks.1.hook_resid_post" if model.cfg.n_layers >= 2 else "blocks.0.hook_resid_post"

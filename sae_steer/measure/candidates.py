@@ -1,0 +1,192 @@
+"""Which SAE features might steer toward a concept? Three kinds of candidate.
+
+- The *on-word* feature fires on the concept's tokens (best F1 against the concept's
+  labels). It reads the concept but often does not write it: steering with it rarely
+  works (the seed's "quote" feature 0 failed this way).
+- The *pre-word* feature fires on the token just before the concept starts (its context).
+- A *predictive* feature's decoder row raises the probability of the concept's tokens as
+  the next token. We measure that directly: add ``scale * W_dec[i]`` at the hook on
+  ordinary text and see how much the log-probability mass of the concept's vocabulary
+  rises at the model's output -- through the rest of the model, not a logit-lens shortcut.
+
+Works for any concept object (``name`` + ``mask(model, token_ids)``) and any model.
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+from transformer_lens import HookedTransformer
+
+from sae_steer.config import ChooseConfig, choose_config
+from sae_steer.lm import check_sae_fits, hook_activations
+from sae_steer.measure.concepts import as_concept
+from sae_steer.steer import hooked, typical_resid_norm
+
+
+def concept_vocab(model: Any, rows: Sequence[Sequence[int]], concept: Any, min_count: int = 3,
+                  keep: float = 0.5) -> dict[int, float]:
+    """Token id -> weight: how characteristic each token is of ``concept`` in a corpus.
+
+    weight = (labelled count) x (fraction of the token's occurrences that are labelled),
+    keeping tokens whose fraction is at least ``keep`` x the best fraction. So ``"cloud"``
+    counts for pretend lists but ``"a"`` (mostly outside lists) does not, and ``"time"``
+    survives although most of its uses are "Once upon a time". Weights sum to 1.
+    """
+    total, labelled = Counter(), Counter()
+    for ids in rows:
+        for tok, on in zip(ids, concept.mask(model, ids)):
+            total[int(tok)] += 1
+            labelled[int(tok)] += bool(on)
+    frac = {t: labelled[t] / total[t] for t in labelled if labelled[t] >= min_count}
+    if not frac:
+        raise ValueError(f"concept {concept.name!r} occurs fewer than {min_count} times per "
+                         "token in these texts: give more texts")
+    best = max(frac.values())
+    weights = {t: labelled[t] * f for t, f in frac.items() if f >= keep * best}
+    norm = sum(weights.values())
+    return {t: w / norm for t, w in sorted(weights.items(), key=lambda kv: -kv[1])}
+
+
+def _log_mass(logits: Float[Tensor, "... vocab"], ids: Tensor, log_w: Tensor) -> Tensor:
+    """log sum_v w_v p(v): the weighted probability of the concept's vocabulary."""
+    logp = torch.log_softmax(logits.float(), dim=-1)[..., ids]
+    return torch.logsumexp(logp + log_w, dim=-1)
+
+
+@torch.no_grad()
+def logit_effect(
+    model: HookedTransformer, sae: Any, vocab: dict[int, float], tokens: Int[Tensor, "batch pos"],
+    scale: float, hook_name: str | None = None, features: Sequence[int] | None = None,
+    chunk: int = 32,
+) -> Float[Tensor, " n_features"]:
+    """Mean rise of log P(concept vocab) over positions when ``scale * W_dec[i]`` is added.
+
+    Every feature's row is added at every position of ``tokens`` (as steering does) and the
+    model runs to the end; rows are scaled to unit norm so features compare fairly.
+    """
+    hook_name = check_sae_fits(model, sae.cfg, hook_name)
+    feats = list(range(sae.cfg.d_sae)) if features is None else [int(f) for f in features]
+    device = model.cfg.device
+    ids = torch.tensor(list(vocab), device=device)
+    log_w = torch.tensor(list(vocab.values()), device=device).log()
+    tokens = tokens.to(device)
+    rows = sae.W_dec.detach()
+    rows = rows / rows.norm(dim=-1, keepdim=True).clamp(min=1e-12)
+    run = _runner_from_hook(model, hook_name, tokens)
+    base = _log_mass(run(None), ids, log_w).mean()
+    out = []
+    for start in range(0, len(feats), chunk):
+        part = feats[start : start + chunk]
+        # one batch row per (feature, text): each text gets its feature's row added
+        delta = (scale * rows[part]).to(device).repeat_interleave(len(tokens), dim=0)
+        mass = _log_mass(run(delta), ids, log_w).view(len(part), -1).mean(-1)
+        out.append(mass - base)
+    return torch.cat(out).cpu()
+
+
+def _runner_from_hook(model: HookedTransformer, hook_name: str, tokens: Tensor):
+    """``run(delta)`` -> logits with ``delta [n * batch, d]`` added at the hook (None: clean).
+
+    For ``blocks.L.hook_resid_post`` the clean activation is computed once and only the
+    blocks after the hook run per chunk (``start_at_layer``); other hooks rerun the model.
+    """
+    match = re.fullmatch(r"blocks\.(\d+)\.hook_resid_post", hook_name)
+    if match is not None:
+        resid = hook_activations(model, tokens, hook_name)
+        start = int(match.group(1)) + 1
+
+        def run(delta: Tensor | None) -> Tensor:
+            if delta is None:
+                return model(resid, start_at_layer=start)
+            x = resid.repeat(len(delta) // len(resid), 1, 1) + delta[:, None, :].to(resid.dtype)
+            return model(x, start_at_layer=start)
+        return run
+
+    def run_hooked(delta: Tensor | None) -> Tensor:
+        if delta is None:
+            return model(tokens)
+
+        def add(act: Tensor, hook: Any) -> Tensor:
+            return act + delta[:, None, :].to(act.dtype)
+
+        with hooked(model, hook_name, add):
+            return model(tokens.repeat(len(delta) // len(tokens), 1))
+    return run_hooked
+
+
+def on_word_f1(
+    acts: Float[Tensor, "n_tok d_sae"], mask: Tensor, threshold: float = 0.0,
+) -> Float[Tensor, " d_sae"]:
+    """F1 of "feature fires" against the concept labels, for every feature at once."""
+    fires = (acts > threshold).float()
+    y = mask.to(fires.device).float()[:, None]
+    tp = (fires * y).sum(0)
+    return 2 * tp / (fires.sum(0) + y.sum()).clamp(min=1)
+
+
+@dataclasses.dataclass
+class ConceptCandidates:
+    concept: Any
+    """The concept (an object with ``name`` and ``mask``)."""
+    vocab: dict[int, float]
+    predictive: list[int]
+    """Features ranked by ``logit_effect`` (best first)."""
+    effect: Tensor
+    on_word: int
+    on_word_f1: float
+    pre_word: int = -1
+    """Feature that fires on the token right *before* the concept starts (its context)."""
+    pre_word_f1: float = 0.0
+
+
+@torch.no_grad()
+def concept_candidates(
+    model: HookedTransformer, sae: Any, texts: Sequence[str], concept: Any,
+    cfg: ChooseConfig | None = None, *, resid_norm: float | None = None, **settings: Any,
+) -> ConceptCandidates:
+    """Rank features for ``concept`` on ``texts`` (tokenized with BOS, labelled by the concept).
+
+    ``cfg.candidate_scale`` (x the residual norm) is the push at which the predictive
+    effect is read, on ``cfg.n_effect_texts`` texts; ``cfg.n_candidates`` are kept.
+    """
+    cfg = choose_config(cfg, **settings)
+    concept = as_concept(concept)
+    hook_name = check_sae_fits(model, sae.cfg)
+    rows = [model.to_tokens(t)[0, : model.cfg.n_ctx].cpu() for t in texts]
+    id_rows = [r.tolist() for r in rows]
+    vocab = concept_vocab(model, id_rows, concept)
+    length = min(min(len(r) for r in rows[:cfg.n_effect_texts]), 48)
+    batch = torch.stack([r[:length] for r in rows[:cfg.n_effect_texts]])
+    norm = resid_norm if resid_norm is not None else typical_resid_norm(model, hook_name, batch)
+    effect = logit_effect(model, sae, vocab, batch, cfg.candidate_scale * norm, hook_name)
+    acts = []
+    for start in range(0, len(rows), 64):  # batches of right-padded texts; pads dropped
+        part = rows[start : start + 64]
+        padded = torch.nn.utils.rnn.pad_sequence(part, batch_first=True)
+        feats = sae.encode(hook_activations(model, padded, hook_name).to(sae.W_dec.device))
+        acts += [feats[j, : len(r)].cpu() for j, r in enumerate(part)]
+    labels, before = [], []
+    for ids in id_rows:
+        mask = concept.mask(model, ids)
+        labels += mask
+        before += before_starts(mask)
+    acts_all = torch.cat(acts)
+    f1 = on_word_f1(acts_all, torch.tensor(labels))
+    pre = on_word_f1(acts_all, torch.tensor(before))
+    return ConceptCandidates(concept, vocab,
+                             effect.argsort(descending=True)[:cfg.n_candidates].tolist(),
+                             effect, int(f1.argmax()), float(f1.max()), int(pre.argmax()),
+                             float(pre.max()))
+
+
+def before_starts(mask: Sequence[bool]) -> list[bool]:
+    """Marks the token just before each run of labelled tokens (the concept's context:
+    ``said ,`` before a quote, ``it was`` before "time", ``a big`` before a danger word)."""
+    return [i + 1 < len(mask) and bool(mask[i + 1]) and not mask[i] for i in range(len(mask))]

@@ -1,0 +1,150 @@
+"""Steerability for every feature: does its decoder row *write* what it seems to mean?
+
+After Arad, Mueller & Belinkov, "SAEs Are Good for Steering - If You Select the Right
+Features" (EMNLP 2025), simplified to what one batched pass can measure:
+
+- **output score**: add ``scale`` x the typical residual norm along the feature's unit
+  decoder row at the hook, on a few neutral prompts, in one forward pass that starts after
+  the hook (``start_at_layer``); read the next-token distribution at each prompt's last
+  position. The score is the mean over prompts of the largest probability *gain* among the
+  feature's own top-k logit-lens tokens (``W_dec[i]`` through the final norm and ``W_U``).
+  A feature that only *reads* a pattern (fires on "fl" + "ood") scores low; one whose
+  direction makes its tokens come out scores high.
+- **input score**: the share of the tokens the feature fires on most (from a
+  ``FeatureSearch``) that are among its top-k logit-lens tokens: how far what it reads
+  coincides with what it writes. NaN for a feature that never fired in the search.
+
+``top_rank`` is the best rank (0 = most likely) any of those tokens reaches after the push.
+High output score, not high max activation, is how features are offered for steering.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+from transformer_lens import HookedTransformer
+
+from sae_steer.inspect import FeatureSearch, unembed_direction
+from sae_steer.lm import check_sae_fits, display_tokens, hook_activations, stop_layer
+
+NEUTRAL_PROMPTS = ("Once upon a time", "One day,", "The", "She said", "Then", "They went to",
+                   "It was a", "He saw a")
+"""Short, content-free prompts on which a feature's push is read (text models)."""
+
+
+@dataclasses.dataclass
+class FeatureScores:
+    """Per-feature steerability, ``[d_sae]`` each, and how it was measured."""
+
+    output_score: Tensor
+    """Mean max probability gain of the feature's own top-k logit-lens tokens."""
+    input_score: Tensor
+    """Share of its top fired-on tokens among its top-k logit-lens tokens (NaN: no search)."""
+    top_rank: Tensor
+    """Best rank any of its top-k logit-lens tokens reaches after the push (0 = first)."""
+    promoted: Tensor
+    """``[d_sae, k]`` its top-k logit-lens token ids."""
+    scale: float
+    """The push, as a multiple of the typical residual norm."""
+    n_prompts: int
+
+    def top(self, n: int = 20, *, alive: Tensor | None = None) -> list[int]:
+        """The ``n`` features with the highest output score (among ``alive`` ones if given)."""
+        score = self.output_score.clone()
+        if alive is not None:
+            score[~alive.bool()] = -math.inf
+        order = score.argsort(descending=True)
+        return [int(i) for i in order[: int((score > -math.inf).sum())][:n]]
+
+    def rows(self, model: Any, features: Sequence[int], n_tokens: int = 5) -> list[dict]:
+        """Table rows: feature, output score, input score, best rank, top promoted tokens."""
+        out = []
+        for f in features:
+            words = display_tokens(model, self.promoted[f, :n_tokens].tolist())
+            out.append({"feature": int(f), "output_score": float(self.output_score[f]),
+                        "input_score": float(self.input_score[f]),
+                        "top_rank": int(self.top_rank[f]),
+                        "promotes": " ".join(w.strip() or repr(w) for w in words)})
+        return out
+
+
+def _prompt_batch(model: HookedTransformer, prompts: Any) -> Tensor:
+    if isinstance(prompts, Tensor):
+        return prompts.long()
+    if model.tokenizer is None:
+        raise ValueError("this model has no tokenizer: pass prompts as a [n, pos] token tensor")
+    rows = [model.to_tokens(p)[0] for p in prompts]
+    length = min(len(r) for r in rows)  # same length, so the last position is the prompt's end
+    return torch.stack([r[-length:] if length > 1 else r[:1] for r in rows])
+
+
+@torch.no_grad()
+def _last_position_probs(model: HookedTransformer, resid: Tensor, start: int) -> Tensor:
+    """Next-token probabilities at the last position, running blocks ``start..`` only."""
+    out = model(resid, start_at_layer=start, stop_at_layer=model.cfg.n_layers)
+    return torch.softmax(model.unembed(model.ln_final(out[:, -1:]))[:, 0].float(), dim=-1)
+
+
+@torch.no_grad()
+def feature_scores(
+    model: HookedTransformer, sae: Any, prompts: Any = NEUTRAL_PROMPTS, *,
+    search: FeatureSearch | None = None, scale: float = 0.5, k: int = 10,
+    resid_norm: float | None = None, progress: bool = True,
+) -> FeatureScores:
+    """Output and input scores of every feature of ``sae`` (batched, with a progress bar).
+
+    ``prompts``: texts (cut to a common length) or a ``[n, pos]`` token tensor. ``scale``:
+    the push as a multiple of the typical residual norm at the hook (``resid_norm``; the
+    median norm on the prompts when None). ``search`` adds the input score.
+    """
+    hook = check_sae_fits(model, sae.cfg)
+    start = stop_layer(hook)
+    if start is None or not hook.endswith("hook_resid_post"):
+        raise ValueError(f"feature_scores needs a residual-stream hook 'blocks.L.hook_resid_post', "
+                         f"got {hook!r}")
+    tokens = _prompt_batch(model, prompts).to(model.cfg.device)
+    resid = hook_activations(model, tokens, hook)  # [n, pos, d_model]
+    if resid_norm is None:  # BOS carries an outsized norm: leave position 0 out when we can
+        body = resid[:, 1:] if resid.shape[1] > 1 else resid
+        resid_norm = float(body.float().norm(dim=-1).median())
+    base = _last_position_probs(model, resid, start)  # [n, vocab]
+    W_dec = sae.W_dec.detach()
+    units = W_dec / W_dec.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    d_sae, n = W_dec.shape[0], tokens.shape[0]
+    promoted = torch.stack([unembed_direction(model, W_dec[f]).topk(k).indices.cpu()
+                            for f in range(d_sae)])  # [d_sae, k]
+    output = torch.zeros(d_sae)
+    rank = torch.zeros(d_sae, dtype=torch.long)
+    chunk = max(1, 256 // n)  # rows x vocabulary probabilities per pass stay ~50 MB
+    for lo in tqdm(range(0, d_sae, chunk), desc="feature scores", unit="chunk",
+                   disable=not progress):
+        feats = list(range(lo, min(lo + chunk, d_sae)))
+        delta = (scale * resid_norm * units[feats]).to(resid.device, resid.dtype)  # [c, d_model]
+        pushed = resid.repeat(len(feats), 1, 1) + delta.repeat_interleave(n, dim=0)[:, None, :]
+        probs = _last_position_probs(model, pushed, start).view(len(feats), n, -1)
+        ids = promoted[feats].to(probs.device)  # [c, k]
+        after = probs.gather(2, ids[:, None, :].expand(-1, n, -1))  # [c, n, k]
+        before = base[None].expand(len(feats), -1, -1).gather(2, ids[:, None, :].expand(-1, n, -1))
+        output[feats] = (after - before).max(dim=2).values.mean(dim=1).cpu()
+        ascending = probs.sort(dim=2).values  # rank of p = how many tokens are more likely
+        ranks = probs.shape[2] - torch.searchsorted(ascending, after.contiguous(), right=True)
+        rank[feats] = ranks.min(dim=2).values.float().mean(dim=1).round().long().cpu()
+    return FeatureScores(output, _input_scores(search, promoted, d_sae), rank, promoted,
+                         float(scale), n)
+
+
+def _input_scores(search: FeatureSearch | None, promoted: Tensor, d_sae: int) -> Tensor:
+    out = torch.full((d_sae,), math.nan)
+    if search is None:
+        return out
+    fired_on = search.tensors["tok_id"][:, : promoted.shape[1]]  # [d_sae, k] by summed act
+    for f in range(d_sae):
+        ids = {int(t) for t in fired_on[f] if int(t) >= 0}
+        if ids:
+            out[f] = len(ids & set(promoted[f].tolist())) / len(ids)
+    return out

@@ -1,0 +1,8 @@
+"""The sparse autoencoder: its module, sparse training kernels and SAELens-format I/O.
+
+Knows only torch and safetensors: nothing here imports language-model code.
+"""
+from sae_steer.sae.kernels import TrainStepOutput
+from sae_steer.sae.model import SAE, feature_index
+
+__all__ = ["SAE", "TrainStepOutput", "feature_index"]

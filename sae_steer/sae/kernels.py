@@ -1,0 +1,298 @@
+"""Training forward passes for ``SAE.training_forward``, and what they return.
+
+``dense_training_forward`` is the plain-autograd reference: easy to read, and what the
+tests compare the fast paths against (same losses, same gradients). The kernels read the
+SAE through the small ``SAEWeights`` protocol, so this module never imports the SAE class
+(``model.py`` imports this one).
+"""
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from typing import Any, Protocol
+
+import torch
+import torch.nn.functional as F
+from jaxtyping import Bool
+from torch import Tensor
+
+
+class SAEWeights(Protocol):
+    """What a training kernel reads of an SAE (``sae_steer.sae.SAE`` satisfies it)."""
+
+    cfg: Any
+    W_enc: Tensor
+    b_enc: Tensor
+    W_dec: Tensor
+    b_dec: Tensor
+    d_in: int
+    d_sae: int
+    dtype: torch.dtype
+
+    def pre_activations(self, x: Tensor) -> Tensor: ...
+
+
+@dataclasses.dataclass
+class TrainStepOutput:
+    """What one training forward pass returns; call ``.loss.backward()``."""
+
+    loss: Tensor
+    """mse_loss + sparsity_loss + aux_loss (a scalar with grad)."""
+    mse_loss: Tensor
+    """Squared error summed over d_in, averaged over tokens (SAELens's definition)."""
+    sparsity_loss: Tensor
+    """relu: l1_coefficient * mean over tokens of sum_i feats_i * ||W_dec[i]||; topk: 0."""
+    aux_loss: Tensor
+    """topk: AuxK loss (dead features reconstructing the residual error); relu: 0."""
+    l0: Tensor
+    """Mean number of active features per token (no grad)."""
+    fired: Bool[Tensor, " d_sae"]
+    """Which features were active on at least one token of the batch."""
+    x_hat: Tensor
+    """Reconstruction, detached, same shape as the input."""
+
+
+def _output(*, mse, sparsity, aux, l0, fired, x_hat) -> TrainStepOutput:
+    return TrainStepOutput(loss=mse + sparsity + aux, mse_loss=mse, sparsity_loss=sparsity,
+                           aux_loss=aux, l0=l0, fired=fired, x_hat=x_hat.detach())
+
+
+def _aux_k_scale(n_dead: int, aux_k: int) -> tuple[int, float]:
+    # Fewer dead features than aux_k: use them all, and shrink the loss proportionally
+    # so a handful of dead features does not dominate the gradient.
+    return min(aux_k, n_dead), min(n_dead / aux_k, 1.0)
+
+
+def dense_training_forward(sae: SAEWeights, x: Tensor, *, l1_coefficient: float = 0.0,
+                           dead_mask: Tensor | None = None, aux_k_coefficient: float = 1 / 32,
+                           aux_k: int | None = None) -> TrainStepOutput:
+    """Reference implementation with dense [batch, d_sae] tensors and plain autograd."""
+    x = x.reshape(-1, sae.d_in).to(sae.dtype)
+    pre = sae.pre_activations(x)
+    if sae.cfg.architecture == "relu":
+        feats = torch.relu(pre)
+    else:
+        vals, idx = pre.topk(sae.cfg.k, dim=-1, sorted=False)
+        feats = torch.zeros_like(pre).scatter(-1, idx, vals.relu())
+    x_hat = feats @ sae.W_dec + sae.b_dec
+    mse = (x_hat - x).pow(2).sum(-1).mean()
+    zero = mse.new_zeros(())
+    sparsity, aux = zero, zero
+    if sae.cfg.architecture == "relu":
+        sparsity = l1_coefficient * (feats * sae.W_dec.norm(dim=1)).sum(-1).mean()
+    elif dead_mask is not None and (n_dead := int(dead_mask.sum())) > 0:
+        k_aux, scale = _aux_k_scale(n_dead, aux_k or sae.d_in // 2)
+        masked = torch.where(dead_mask[None], pre, float("-inf"))
+        a_vals, a_idx = masked.topk(k_aux, dim=-1, sorted=False)
+        a_feats = torch.zeros_like(pre).scatter(-1, a_idx, a_vals.relu())
+        residual = (x - x_hat).detach()
+        aux = aux_k_coefficient * scale * (a_feats @ sae.W_dec - residual).pow(2).sum(-1).mean()
+    with torch.no_grad():
+        active = feats > 0
+        l0 = active.sum(-1).float().mean()
+        fired = active.any(0)
+    return _output(mse=mse, sparsity=sparsity, aux=aux, l0=l0, fired=fired, x_hat=x_hat)
+
+
+# ---- fast paths ----------------------------------------------------------------------
+# Both are single autograd Functions with hand-written backward passes, so nothing
+# [batch, d_sae]-sized is kept for autograd except what we choose to keep. Shared facts:
+#   e = x_hat - x,  mse = sum(e^2) / N  =>  dmse/dx_hat = 2e / N
+#   sae_in = x - b_dec  =>  the encoder's share of grad b_dec is -(colsum grad_pre) @ W_enc.T
+#                          = -W_enc @ grad_b_enc: a mat-vec, not the [N, d_sae] @ W_enc.T
+#                          matmul plain autograd runs for grad(sae_in).
+# TopK: the k (token, feature) entries per token are the only non-zeros of the codes
+# and of their gradient, so decoding is an embedding_bag over k rows of W_dec and every
+# weight gradient is a gather-reduce over those entries (never a [N, d_sae] matmul).
+# AuxK works on the dead columns only ([N, n_dead]), written in plain autograd.
+
+_FAST_DTYPES = (torch.float32, torch.float64)
+RELU_SPARSE_MAX_DENSITY = 0.03
+"""Above this fraction of active (token, feature) pairs, relu uses dense matmuls:
+measured on CPU, CSR ops cost more than a dense matmul from ~4% density on."""
+
+
+def _csr(idx: Tensor, values: Tensor, n_cols: int) -> Tensor:
+    n, per_row = idx.shape
+    crow = torch.arange(0, n * per_row + 1, per_row, device=idx.device)
+    with warnings.catch_warnings():  # "CSR support is in beta": we test what we use
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.sparse_csr_tensor(crow, idx.reshape(-1), values.reshape(-1),
+                                       (n, n_cols), check_invariants=False)
+
+
+def _rowwise_dots(idx: Tensor, g: Tensor, W_dec: Tensor) -> Tensor:
+    """out[b, j] = g[b] . W_dec[idx[b, j]] without gathering [N, k, d_in] rows."""
+    pattern = _csr(idx, torch.zeros(idx.shape, dtype=g.dtype, device=g.device), W_dec.shape[0])
+    return torch.sparse.sampled_addmm(pattern, g, W_dec.T, beta=0.0).values().view(idx.shape)
+
+
+def _feature_major(idx: Tensor, d_sae: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Regroup (token, slot) entries by feature: (order, token of each entry, offsets).
+
+    With entries sorted by feature, "sum over the tokens that used feature i" becomes
+    one bag of an embedding_bag: a gather-reduce kernel that is ~5x faster on CPU than
+    a CSR-transpose matmul (which sorts and converts internally) and never builds a
+    [N * k, d_in] temporary the way index_add_ over outer products would.
+    """
+    flat = idx.reshape(-1)
+    order = torch.argsort(flat, stable=True)
+    offsets = torch.zeros(d_sae + 1, dtype=torch.long, device=idx.device)
+    torch.cumsum(torch.bincount(flat, minlength=d_sae), 0, out=offsets[1:])
+    return order, torch.div(order, idx.shape[1], rounding_mode="floor"), offsets
+
+
+def _bag_sum(rows: Tensor, table: Tensor, offsets: Tensor, weights: Tensor) -> Tensor:
+    """out[i] = sum over entries e of bag i of weights[e] * table[rows[e]]."""
+    return F.embedding_bag(rows, table, offsets, mode="sum", per_sample_weights=weights,
+                           include_last_offset=True)
+
+
+class _TopKLoss(torch.autograd.Function):
+    """mse of a TopK SAE; only the encoder matmul is dense.
+
+    Also returns ``pre[:, dead_idx]`` (differentiable) so AuxK can be written in plain
+    autograd over the dead columns only; its gradient joins the encoder grads here.
+    """
+
+    @staticmethod
+    def forward(ctx, x, W_enc, b_enc, W_dec, b_dec, k, apply_b_dec, dead_idx):
+        ctx.set_materialize_grads(False)
+        sae_in = x - b_dec if apply_b_dec else x
+        pre = torch.addmm(b_enc, sae_in, W_enc)
+        raw, idx = pre.topk(k, dim=1, sorted=False)
+        acts = raw.clamp_min(0)
+        pre_dead = pre.index_select(1, dead_idx) if dead_idx is not None else pre[:, :0]
+        del pre  # the [N, d_sae] matrix is not kept for backward
+        x_hat = F.embedding_bag(idx, W_dec, per_sample_weights=acts, mode="sum") + b_dec
+        e = x_hat - x
+        ctx.apply_b_dec = apply_b_dec
+        ctx.save_for_backward(sae_in, W_enc, W_dec, idx, acts, e, dead_idx)
+        ctx.mark_non_differentiable(x_hat, idx, acts)
+        return e.pow(2).sum(1).mean(), x_hat, idx, acts, pre_dead
+
+    @staticmethod
+    def backward(ctx, g_mse, _x_hat, _idx, _acts, g_pre_dead):
+        sae_in, W_enc, W_dec, idx, acts, e, dead_idx = ctx.saved_tensors
+        n, d_sae = e.shape[0], W_dec.shape[0]
+        g = e * (2.0 * g_mse / n) if g_mse is not None else torch.zeros_like(e)  # dL/dx_hat
+        g_pre = _rowwise_dots(idx, g, W_dec) * (acts > 0)             # relu'(topk values)
+        order, tok, offsets = _feature_major(idx, d_sae)
+        g_pre_sorted = g_pre.reshape(-1)[order]
+        # grad W_dec[i] = sum_b act[b,i] dL/dx_hat[b]
+        # grad W_enc[:, i] = sum_b g_pre[b,i] sae_in[b]
+        grad_W_dec = _bag_sum(tok, g, offsets, acts.reshape(-1)[order])
+        grad_W_enc = _bag_sum(tok, sae_in, offsets, g_pre_sorted).T.contiguous()
+        grad_b_enc = torch.zeros(d_sae, dtype=g.dtype, device=g.device)
+        grad_b_enc.index_add_(0, idx.reshape(-1)[order], g_pre_sorted)
+        if g_pre_dead is not None:  # AuxK's gradient, dense over the dead columns only
+            grad_W_enc.index_add_(1, dead_idx, sae_in.T @ g_pre_dead)
+            grad_b_enc.index_add_(0, dead_idx, g_pre_dead.sum(0))
+        grad_b_dec = g.sum(0)
+        if ctx.apply_b_dec:
+            grad_b_dec = grad_b_dec - W_enc @ grad_b_enc
+        grad_x = None
+        if ctx.needs_input_grad[0]:  # never in training; kept so gradcheck-style tests pass
+            grad_x = -g + _csr(idx, g_pre, d_sae) @ W_enc.T
+            if g_pre_dead is not None:
+                grad_x = grad_x + g_pre_dead @ W_enc[:, dead_idx].T
+        return grad_x, grad_W_enc, grad_b_enc, grad_W_dec, grad_b_dec, None, None, None
+
+
+def topk_training_forward(sae: SAEWeights, x: Tensor, dead_mask: Tensor | None,
+                          aux_k_coefficient: float, aux_k: int) -> TrainStepOutput:
+    x = x.to(sae.dtype)
+    if sae.dtype not in _FAST_DTYPES:
+        return dense_training_forward(sae, x, dead_mask=dead_mask,
+                                      aux_k_coefficient=aux_k_coefficient, aux_k=aux_k)
+    dead_idx = None
+    if dead_mask is not None and aux_k_coefficient > 0:
+        dead_idx = dead_mask.to(sae.device).nonzero().flatten()
+        dead_idx = dead_idx if dead_idx.numel() > 0 else None
+    mse, x_hat, idx, acts, pre_dead = _TopKLoss.apply(
+        x, sae.W_enc, sae.b_enc, sae.W_dec, sae.b_dec, sae.cfg.k,
+        sae.cfg.apply_b_dec_to_input, dead_idx)
+    aux = mse.new_zeros(())
+    if dead_idx is not None:
+        # AuxK over the dead columns only: [N, n_dead] work instead of [N, d_sae].
+        k_aux, scale = _aux_k_scale(dead_idx.numel(), aux_k)
+        a_raw, loc = pre_dead.topk(k_aux, dim=1, sorted=False)
+        a_dead = torch.zeros_like(pre_dead).scatter(1, loc, a_raw.relu())
+        recon = a_dead @ sae.W_dec.index_select(0, dead_idx)
+        residual = (x - x_hat).detach()  # a constant target, as in the reference
+        aux = aux_k_coefficient * scale * (recon - residual).pow(2).sum(1).mean()
+    with torch.no_grad():
+        active = acts > 0
+        l0 = active.sum(1).float().mean()
+        fired = torch.zeros(sae.d_sae, dtype=torch.bool, device=x.device)
+        fired[idx[active]] = True
+    return _output(mse=mse, sparsity=mse.new_zeros(()), aux=aux, l0=l0,
+                   fired=fired, x_hat=x_hat)
+
+
+class _ReluLoss(torch.autograd.Function):
+    """(mse, l1 penalty) of a ReLU SAE.
+
+    Saves one encoder-side matmul over plain autograd (grad b_dec via a mat-vec), and
+    once training has made the codes sparse (density <= RELU_SPARSE_MAX_DENSITY) runs
+    the decoder and every gradient on the CSR codes, leaving one dense matmul.
+    """
+
+    @staticmethod
+    def forward(ctx, x, W_enc, b_enc, W_dec, b_dec, l1, apply_b_dec):
+        n = x.shape[0]
+        sae_in = x - b_dec if apply_b_dec else x
+        feats = torch.addmm(b_enc, sae_in, W_enc).relu_()
+        n_active = int(torch.count_nonzero(feats))
+        sparse = feats.dtype in _FAST_DTYPES and n_active <= RELU_SPARSE_MAX_DENSITY * feats.numel()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            codes = feats.to_sparse_csr() if sparse else feats
+        x_hat = (codes @ W_dec + b_dec) if sparse else torch.addmm(b_dec, feats, W_dec)
+        e = x_hat - x
+        mse = e.pow(2).sum(1).mean()
+        norms = W_dec.norm(dim=1)
+        col_sum = feats.sum(0)
+        penalty = l1 * (col_sum @ norms) / n
+        ctx.l1, ctx.apply_b_dec, ctx.sparse = l1, apply_b_dec, sparse
+        ctx.save_for_backward(sae_in, W_enc, W_dec, codes, e, norms, col_sum)
+        ctx.mark_non_differentiable(x_hat, col_sum)
+        return mse, penalty, x_hat, col_sum, mse.new_tensor(n_active / n)
+
+    @staticmethod
+    def backward(ctx, g_mse, g_pen, _x_hat, _col_sum, _l0):
+        sae_in, W_enc, W_dec, codes, e, norms, col_sum = ctx.saved_tensors
+        n = e.shape[0]
+        g = e * (2.0 * g_mse / n)                            # dL/dx_hat
+        pen = g_pen * ctx.l1 / n                      # dL/dfeats from the penalty: pen * norms
+        # d penalty / d W_dec[i] = pen * col_sum[i] * W_dec[i] / ||W_dec[i]||
+        grad_W_dec = (pen * col_sum / norms.clamp_min(1e-12))[:, None] * W_dec
+        if ctx.sparse:
+            cols = codes.col_indices()
+            grad_W_dec += codes.t() @ g
+            vals = torch.sparse.sampled_addmm(codes, g, W_dec.T, beta=0.0).values()
+            vals = vals + pen * norms[cols]
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)
+                g_pre = torch.sparse_csr_tensor(codes.crow_indices(), cols, vals, codes.shape)
+            grad_W_enc = sae_in.T @ g_pre
+            grad_b_enc = torch.zeros_like(norms).index_add_(0, cols, vals)
+        else:
+            grad_W_dec += codes.T @ g
+            g_pre = torch.addmm(pen * norms, g, W_dec.T).mul_(codes > 0)
+            grad_W_enc = sae_in.T @ g_pre
+            grad_b_enc = g_pre.sum(0)
+        grad_b_dec = g.sum(0) - (W_enc @ grad_b_enc if ctx.apply_b_dec else 0)
+        grad_x = None
+        if ctx.needs_input_grad[0]:
+            grad_x = -g + g_pre @ W_enc.T
+        return grad_x, grad_W_enc, grad_b_enc, grad_W_dec, grad_b_dec, None, None
+
+
+def relu_training_forward(sae: SAEWeights, x: Tensor, l1_coefficient: float) -> TrainStepOutput:
+    x = x.to(sae.dtype)
+    mse, penalty, x_hat, col_sum, l0 = _ReluLoss.apply(
+        x, sae.W_enc, sae.b_enc, sae.W_dec, sae.b_dec, float(l1_coefficient),
+        sae.cfg.apply_b_dec_to_input)
+    return _output(mse=mse, sparsity=penalty, aux=mse.new_zeros(()), l0=l0,
+                   fired=col_sum > 0, x_hat=x_hat)

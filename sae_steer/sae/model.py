@@ -1,0 +1,209 @@
+"""The sparse autoencoder: ``x -> feats -> x_hat`` with raw parameters in ``x @ W`` order.
+
+    sae_in = x - b_dec                       (when cfg.apply_b_dec_to_input)
+    pre    = sae_in @ W_enc + b_enc          [..., d_sae]
+    feats  = relu(pre)                       ("relu")
+           | relu(top-k of pre), 0 elsewhere ("topk")
+    x_hat  = feats @ W_dec + b_dec           [..., d_in]
+
+``W_dec[i]`` is feature i's direction (what steering adds); ``decode(onehot_i)`` is
+``W_dec[i] + b_dec`` -- not the same thing, on purpose (see ``feature_direction``).
+
+Training goes through ``training_forward``: for ``topk`` it never builds the dense
+``[batch, d_sae]`` activations or their gradients. Only the encoder matmul is dense; the
+decoder reads k rows per token and the backward pass touches only the selected
+columns/rows (see ``kernels.py``). Save/load in SAELens's format lives in ``io.py``.
+Knows only torch (+ safetensors via io.py): no language-model code here.
+"""
+from __future__ import annotations
+
+import numbers
+import os
+from typing import Any
+
+import torch
+from jaxtyping import Bool, Float
+from torch import Tensor, nn
+
+from sae_steer.config import SAEConfig
+from sae_steer.sae import io as sae_io
+from sae_steer.sae import kernels
+from sae_steer.sae.kernels import TrainStepOutput
+
+_DTYPES = {"float32": torch.float32, "float16": torch.float16,
+           "bfloat16": torch.bfloat16, "float64": torch.float64}
+
+
+def _default_device() -> str:
+    # Same rule as lm.default_device(); the SAE layer must not import the language-model layer.
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def feature_index(i: Any, d_sae: int) -> int:
+    """``i`` as a feature index in ``0..d_sae-1``: an int, numpy integer or one-element
+    integer tensor. Floats and bools are refused, since int() would turn 2.7 into 2."""
+    if isinstance(i, Tensor):
+        if i.numel() != 1 or i.dtype.is_floating_point or i.dtype == torch.bool:
+            raise ValueError(f"feature index must be one integer, got tensor {i!r}")
+        i = int(i.item())
+    elif isinstance(i, bool) or not isinstance(i, numbers.Integral):
+        raise ValueError(f"feature index must be an integer, got {type(i).__name__} {i!r}")
+    i = int(i)
+    if not 0 <= i < d_sae:
+        raise ValueError(f"feature {i} is out of range: this SAE has {d_sae} "
+                         f"features (0..{d_sae - 1})")
+    return i
+
+
+class SAE(nn.Module):
+    """A ReLU or TopK sparse autoencoder built from an :class:`SAEConfig`."""
+
+    def __init__(self, cfg: SAEConfig):
+        super().__init__()
+        self.cfg = cfg
+        device = torch.device(cfg.device or _default_device())
+        dtype = _DTYPES[cfg.dtype]
+        # Unit-norm decoder rows, encoder tied to the decoder's transpose at init, so
+        # each feature starts by detecting its own direction. For relu this overshoots
+        # at first (half the features fire: x_hat ~ (d_sae / 2 d_in) x), but scaling the
+        # encoder down to fix that made training worse: Adam moves every weight by ~lr
+        # per step whatever its size, so a small encoder is shoved around by the first
+        # steps (bench data, lr 1e-3, 6 steps: scale 1 -> EV 0.46 at L0 313; scale
+        # 2 d_in / d_sae -> EV -0.35 with L0 collapsing to 75).
+        W_dec = torch.randn(cfg.d_sae, cfg.d_in, device=device, dtype=torch.float32)
+        W_dec /= W_dec.norm(dim=1, keepdim=True)
+        self.W_enc = nn.Parameter(W_dec.T.contiguous().to(dtype))
+        self.b_enc = nn.Parameter(torch.zeros(cfg.d_sae, device=device, dtype=dtype))
+        self.W_dec = nn.Parameter(W_dec.to(dtype))
+        self.b_dec = nn.Parameter(torch.zeros(cfg.d_in, device=device, dtype=dtype))
+        self.log_feature_sparsity: Tensor | None = None
+        """log10 firing frequency per feature, set by the trainer; written by ``save``."""
+
+    # ---- shape and metadata -------------------------------------------------------
+    @property
+    def d_in(self) -> int:
+        return self.cfg.d_in
+
+    @property
+    def d_sae(self) -> int:
+        return self.cfg.d_sae
+
+    @property
+    def hook_name(self) -> str | None:
+        return self.cfg.hook_name
+
+    @property
+    def device(self) -> torch.device:
+        return self.W_dec.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.W_dec.dtype
+
+    def _apply(self, fn, *args, **kwargs):
+        # Keep cfg.device/cfg.dtype truthful after sae.to(...), so save() records them.
+        out = super()._apply(fn, *args, **kwargs)
+        self.cfg.device = str(self.W_dec.device)
+        self.cfg.dtype = str(self.W_dec.dtype).removeprefix("torch.")
+        if self.log_feature_sparsity is not None:
+            self.log_feature_sparsity = self.log_feature_sparsity.to(self.W_dec.device)
+        return out
+
+    # ---- inference ----------------------------------------------------------------
+    def _sae_in(self, x: Float[Tensor, "... d_in"]) -> Float[Tensor, "... d_in"]:
+        if x.shape[-1] != self.d_in:
+            raise ValueError(f"expected activations of width d_in={self.d_in} in the last "
+                             f"dimension, got shape {tuple(x.shape)}")
+        x = x.to(self.dtype)
+        return x - self.b_dec if self.cfg.apply_b_dec_to_input else x
+
+    def pre_activations(self, x: Float[Tensor, "... d_in"]) -> Float[Tensor, "... d_sae"]:
+        return self._sae_in(x) @ self.W_enc + self.b_enc
+
+    def encode(self, x: Float[Tensor, "... d_in"]) -> Float[Tensor, "... d_sae"]:
+        """Feature activations (non-negative; for topk at most k non-zero per token)."""
+        pre = self.pre_activations(x)
+        if self.cfg.architecture == "relu":
+            return torch.relu(pre)
+        vals, idx = pre.topk(self.cfg.k, dim=-1, sorted=False)
+        return torch.zeros_like(pre).scatter_(-1, idx, vals.relu())
+
+    def decode(self, feats: Float[Tensor, "... d_sae"]) -> Float[Tensor, "... d_in"]:
+        """``feats @ W_dec + b_dec``: decode(onehot_i) is W_dec[i] + b_dec, not W_dec[i]."""
+        return feats.to(self.dtype) @ self.W_dec + self.b_dec
+
+    def forward(self, x: Float[Tensor, "... d_in"]) -> Float[Tensor, "... d_in"]:
+        return self.decode(self.encode(x))
+
+    def feature_direction(self, i: int) -> Float[Tensor, "d_in"]:
+        """Row ``W_dec[i]``: the direction feature i writes (what steering should add)."""
+        return self.W_dec[feature_index(i, self.d_sae)]
+
+    # ---- training -----------------------------------------------------------------
+    def training_forward(
+        self,
+        x: Float[Tensor, "batch d_in"],
+        *,
+        l1_coefficient: float = 0.0,
+        dead_mask: Bool[Tensor, "d_sae"] | None = None,
+        aux_k_coefficient: float = 1 / 32,
+        aux_k: int | None = None,
+    ) -> TrainStepOutput:
+        """Losses for one batch of activations (leading dims are flattened to tokens).
+
+        relu: MSE + l1_coefficient * sum_i feats_i * ||W_dec[i]|| (weighted by the row
+        norm so shrinking W_dec cannot buy sparsity). topk: MSE + AuxK, where the aux_k
+        (default d_in // 2) largest pre-activations among ``dead_mask`` features
+        reconstruct the residual error ``x - x_hat`` (Gao et al. 2024, appendix A.2),
+        scaled down by min(n_dead / aux_k, 1) when few features are dead.
+        """
+        if l1_coefficient < 0:
+            raise ValueError(f"l1_coefficient must be >= 0, got {l1_coefficient}")
+        if aux_k is not None and (not isinstance(aux_k, int) or aux_k <= 0):
+            raise ValueError(f"aux_k must be a positive integer or None (d_in // 2), got {aux_k!r}")
+        if aux_k_coefficient < 0:
+            raise ValueError(f"aux_k_coefficient must be >= 0, got {aux_k_coefficient}")
+        if x.shape[-1] != self.d_in:
+            raise ValueError(f"expected activations of width d_in={self.d_in} in the last "
+                             f"dimension, got shape {tuple(x.shape)}")
+        x = x.reshape(-1, self.d_in).to(self.device, self.dtype)
+        if dead_mask is not None and dead_mask.shape != (self.d_sae,):
+            raise ValueError(f"dead_mask must have shape ({self.d_sae},), "
+                             f"got {tuple(dead_mask.shape)}")
+        if dead_mask is not None:
+            dead_mask = dead_mask.to(self.device, torch.bool)
+        if self.cfg.architecture == "topk":
+            return kernels.topk_training_forward(
+                self, x, dead_mask, aux_k_coefficient,
+                aux_k if aux_k is not None else self.d_in // 2)
+        return kernels.relu_training_forward(self, x, l1_coefficient)
+
+    @torch.no_grad()
+    def normalize_decoder_(self) -> None:
+        """Rescale W_dec rows to unit norm, folding each norm into W_enc[:, i] and b_enc[i].
+
+        Why fold rather than project gradients: relu(a*z) = a*relu(z) for a > 0, so for
+        relu the SAE computes exactly the same function before and after, and the L1
+        penalty (weighted by row norms) means the same thing for every feature. For topk
+        the selection now ranks pre_i * ||W_dec[i]||: exactly SAELens's
+        ``rescale_acts_by_decoder_norm`` forward, which is what its TopK SAEs train with.
+        Call after every optimizer step (norms drift by ~lr per step).
+        """
+        norms = self.W_dec.norm(dim=1).clamp_min(1e-8)
+        self.W_dec.div_(norms[:, None])
+        self.W_enc.mul_(norms[None, :])
+        self.b_enc.mul_(norms)
+
+    # ---- persistence (SAELens format; see io.py) --------------------------------
+    def save(self, path: str | os.PathLike) -> None:
+        """Write cfg.json + sae_weights.safetensors + sparsity.safetensors (SAELens's format)."""
+        sae_io.save_sae(self, path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, device: str | torch.device | None = None) -> "SAE":
+        """Load an SAE saved by ``save`` or by SAELens (standard and topk architectures).
+
+        ``device=None`` means CUDA when available, else CPU: the device recorded in
+        cfg.json is ignored, so an SAE saved on a GPU machine loads on a laptop.
+        """
+        return sae_io.load_sae(cls, path, device=device or _default_device())

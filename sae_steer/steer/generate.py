@@ -1,0 +1,231 @@
+"""The sampler: steered and unsteered samples that share their random numbers.
+
+Generation is our own short sampling loop over TransformerLens's KV cache (``_sample``):
+it gives every sample its own random stream, so the same seed gives the same text steered
+or not, and steered minus unsteered measures the steering, not sampling noise. The
+settings travel as one ``SteerConfig``. ``typical_resid_norm`` lives here because it
+measures the norm on the model's own samples.
+"""
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+from transformer_lens import HookedTransformer
+from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
+
+from sae_steer.config import SteerConfig, check_number, steer_config
+from sae_steer.lm import hook_activations, check_sae_fits, to_text
+from sae_steer.sae import feature_index
+from sae_steer.steer.hooks import SteeringStats, steered, steering_direction, to_absolute_scale
+
+
+@dataclasses.dataclass
+class Generation:
+    """Samples from one prompt. ``tokens[j]`` is prompt (+BOS) + new tokens, cut before EOS."""
+
+    texts: list[str]
+    tokens: list[Tensor]
+    prompt_len: int
+    seeds: list[int]
+    feature: int | None = None
+    scale: float = 0.0
+    """Absolute scale actually applied (clamp mode: the clamp value)."""
+    mode: str | None = None
+    stats: SteeringStats | None = None
+    config: SteerConfig | None = None
+    """The settings the samples were drawn with."""
+
+    def new_tokens(self, j: int) -> Tensor:
+        return self.tokens[j][self.prompt_len :]
+
+
+def sample_seed(seed: int, j: int) -> int:
+    """Sample j of a call with ``seed`` uses this generator seed (so n=4 extends n=2)."""
+    return (int(seed) * 1_000_003 + j) % (2**63 - 1)
+
+
+def prompt_tokens(model: HookedTransformer, prompt: Any) -> Tensor:
+    """The prompt as 1-D CPU token ids (BOS first for text), or a ValueError saying why not."""
+    if isinstance(prompt, str):
+        if not prompt.strip():
+            raise ValueError("prompt is empty; give some text such as 'Once upon a time'")
+        if model.tokenizer is None:
+            raise ValueError("this model has no tokenizer: pass the prompt as token ids")
+        # truncate=False: to_tokens would cut at n_ctx and _check_lengths report the wrong length
+        return model.to_tokens(prompt, truncate=False, move_to_device=False)[0].cpu()
+    try:
+        tokens = torch.as_tensor(prompt).flatten().cpu()
+    except (TypeError, ValueError, RuntimeError):  # None, dicts, objects...
+        tokens = None
+    # an empty list comes back as float32: let the emptiness check below name it
+    not_ints = tokens is not None and tokens.numel() and (
+        tokens.dtype.is_floating_point or tokens.dtype.is_complex or tokens.dtype == torch.bool)
+    if tokens is None or not_ints:
+        raise ValueError("prompt must be text or token ids (a str, or a list / 1-D tensor of "
+                         f"ints), got {type(prompt).__name__} {str(prompt)[:60]}")
+    tokens = tokens.long()
+    if tokens.numel() == 0:
+        raise ValueError("prompt is empty: give at least one token")
+    if (tokens < 0).any() or (tokens >= model.cfg.d_vocab).any():
+        raise ValueError(f"prompt token ids must lie in 0..{model.cfg.d_vocab - 1}")
+    return tokens
+
+
+def _check_lengths(model: HookedTransformer, prompt_len: int, max_new_tokens: int) -> None:
+    n_ctx = model.cfg.n_ctx
+    if prompt_len >= n_ctx:
+        raise ValueError(f"prompt is {prompt_len} tokens; the model's context is {n_ctx}")
+    if prompt_len + max_new_tokens > n_ctx:
+        raise ValueError(
+            f"prompt ({prompt_len} tokens) + max_new_tokens ({max_new_tokens}) exceeds the "
+            f"model's context of {n_ctx}; use max_new_tokens <= {n_ctx - prompt_len}"
+        )
+
+
+def pad_rows(rows: Sequence[Tensor], fill: int = -1) -> tuple[Tensor, Tensor]:
+    """Right-pad 1-D token rows into ``[n, max_len]`` with ``fill``; also the real-token mask."""
+    out = torch.full((len(rows), max(len(r) for r in rows)), fill, dtype=torch.long)
+    for j, row in enumerate(rows):
+        out[j, : len(row)] = row
+    return out, out != fill
+
+
+@torch.no_grad()
+def _sample(
+    model: HookedTransformer, prompt: Tensor, max_new_tokens: int, seeds: list[int],
+    temperature: float, use_kv_cache: bool = True, stop_at_eos: bool = True,
+) -> Int[Tensor, "n new"]:
+    """Sample ``len(seeds)`` continuations of ``prompt`` in one batch.
+
+    Each row draws one uniform number per step from its own CPU generator and samples by
+    inverse CDF, so a row's text depends only on its seed and its logits: batching, device and
+    steering do not reshuffle the random numbers (steered vs unsteered share them).
+    """
+    device = model.cfg.device
+    gens = [torch.Generator().manual_seed(s) for s in seeds]
+    n = len(seeds)
+    eos = model.tokenizer.eos_token_id if model.tokenizer is not None and stop_at_eos else None
+    tokens = prompt.to(device).unsqueeze(0).expand(n, -1).contiguous()
+    cache = TransformerLensKeyValueCache.init_cache(model.cfg, device, n) if use_kv_cache else None
+    finished = torch.zeros(n, dtype=torch.bool, device=device)
+    new: list[Tensor] = []
+    step_input = tokens
+    for _ in range(max_new_tokens):
+        # An explicit all-ones mask: otherwise TransformerLens masks any sampled token that
+        # equals the tokenizer's pad id, and cached and uncached runs would disagree.
+        ones = torch.ones_like(step_input)
+        logits = model(step_input, past_kv_cache=cache, attention_mask=ones)[:, -1].float()
+        u = torch.cat([torch.rand(1, generator=g) for g in gens]).to(device)
+        nxt = _pick(logits, u, temperature)
+        if eos is not None:
+            nxt = torch.where(finished, torch.full_like(nxt, eos), nxt)
+            finished |= nxt == eos
+        new.append(nxt)
+        tokens = torch.cat([tokens, nxt[:, None]], dim=1)
+        step_input = nxt[:, None] if use_kv_cache else tokens
+        if eos is not None and bool(finished.all()):
+            break
+    return torch.stack(new, dim=1).cpu()
+
+
+def _pick(logits: Float[Tensor, "n vocab"], u: Float[Tensor, " n"], temperature: float) -> Tensor:
+    if temperature == 0:
+        return logits.argmax(-1)
+    cdf = torch.softmax(logits / temperature, dim=-1).cumsum(-1)
+    idx = torch.searchsorted(cdf, (u * cdf[:, -1])[:, None]).squeeze(-1)
+    return idx.clamp(max=logits.shape[-1] - 1)
+
+
+def _finish(model: HookedTransformer, prompt: Tensor, new: Tensor, seeds: list[int],
+            cfg: SteerConfig) -> Generation:
+    eos = model.tokenizer.eos_token_id if model.tokenizer is not None and cfg.stop_at_eos else None
+    rows = []
+    for row in new:
+        if eos is not None and (row == eos).any():  # generation pads finished rows with EOS
+            row = row[: int((row == eos).nonzero()[0, 0])]
+        rows.append(torch.cat([prompt, row]))
+    return Generation([to_text(model, r) for r in rows], rows, len(prompt), list(seeds),
+                      config=cfg)
+
+
+@torch.no_grad()
+def typical_resid_norm(
+    model: HookedTransformer, hook_name: str, tokens: Int[Tensor, "batch pos"] | None = None,
+    mask: Tensor | None = None,
+) -> float:
+    """Median L2 norm of the activation at ``hook_name`` over real tokens, BOS excluded.
+
+    BOS positions carry an outsized norm in most models, so they are left out. Without
+    ``tokens`` we measure on 8 of the model's own unsteered 64-token samples from
+    "Once upon a time" (or from BOS when the model has no tokenizer).
+    """
+    if tokens is None:
+        prompt: Any = "Once upon a time" if model.tokenizer is not None else [0]
+        n_new = min(64, model.cfg.n_ctx - len(prompt_tokens(model, prompt)))
+        gen = generate_unsteered(model, SteerConfig(prompt=prompt, max_new_tokens=n_new,
+                                                    n_samples=8, seed=12345))
+        tokens = pad_rows(gen.tokens)[0]
+        mask = tokens >= 0
+        tokens = tokens.clamp(min=0)
+    acts = hook_activations(model, tokens, hook_name)
+    norms = acts.float().norm(dim=-1)[:, 1:]
+    keep = torch.ones_like(norms, dtype=torch.bool) if mask is None else mask[:, 1:].to(norms.device)
+    if not keep.any():
+        raise ValueError("no tokens beyond BOS to measure the residual norm on")
+    return float(norms[keep].median())
+
+
+def _draw(model: HookedTransformer, cfg: SteerConfig) -> tuple[Tensor, list[int]]:
+    prompt = prompt_tokens(model, cfg.prompt)
+    _check_lengths(model, len(prompt), cfg.max_new_tokens)
+    return prompt, [sample_seed(cfg.seed, j) for j in range(cfg.n_samples)]
+
+
+def generate_unsteered(model: HookedTransformer, cfg: SteerConfig | None = None,
+                       **settings: Any) -> Generation:
+    """Samples without steering, with the same per-sample seeds as ``generate_steered``.
+
+    ``cfg`` holds the settings (default ``SteerConfig()``); keyword ``settings`` are
+    shortcuts for its fields, e.g. ``generate_unsteered(model, n_samples=8, seed=3)``.
+    """
+    cfg = steer_config(cfg, **settings)
+    prompt, seeds = _draw(model, cfg)
+    new = _sample(model, prompt, cfg.max_new_tokens, seeds, cfg.temperature, cfg.use_kv_cache,
+                  cfg.stop_at_eos)
+    return _finish(model, prompt, new, seeds, cfg)
+
+
+def generate_steered(
+    model: HookedTransformer, sae: Any, feature: int, scale: float,
+    cfg: SteerConfig | None = None, *, resid_norm: float | None = None,
+    hook_name: str | None = None, **settings: Any,
+) -> Generation:
+    """``cfg.n_samples`` texts from ``cfg.prompt`` while steering with SAE feature ``feature``.
+
+    Batched; sample j uses generator seed ``sample_seed(cfg.seed, j)`` for both steered and
+    unsteered runs, so they are comparable token by token. Stops at end-of-text (texts and
+    tokens are cut before the first EOS). With ``cfg.scale_unit="relative"``, ``scale`` is
+    a multiple of the typical residual norm at the hook (``resid_norm``; measured when
+    None). Keyword ``settings`` are shortcuts for ``SteerConfig`` fields. Every input is
+    checked before any hook is attached; no hook is left afterwards.
+    """
+    cfg = steer_config(cfg, **settings)
+    feature = feature_index(feature, sae.cfg.d_sae)
+    scale = check_number(scale, "scale")
+    hook_name = check_sae_fits(model, sae.cfg, hook_name)
+    prompt, seeds = _draw(model, cfg)
+    if cfg.scale_unit == "relative":
+        norm = resid_norm if resid_norm is not None else typical_resid_norm(model, hook_name)
+        unit = sae.W_dec[feature] if cfg.mode == "clamp" else steering_direction(sae, feature, cfg.mode)
+        scale = to_absolute_scale(scale, norm, unit.detach())
+    with steered(model, sae, feature, scale, cfg.mode, hook_name) as stats:
+        new = _sample(model, prompt, cfg.max_new_tokens, seeds, cfg.temperature,
+                      cfg.use_kv_cache, cfg.stop_at_eos)
+    out = _finish(model, prompt, new, seeds, cfg)
+    out.feature, out.scale, out.mode, out.stats = feature, scale, cfg.mode, stats
+    return out

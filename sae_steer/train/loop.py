@@ -1,0 +1,281 @@
+"""Train an SAE over an iterator of activation batches. Knows nothing about models.
+
+    for each step: x = next batch * scale
+                   loss = sae.training_forward(x, l1 (warmed up), dead_mask)
+                   Adam step (LR warm-up / decay), sae.normalize_decoder_()
+                   relu: every resample_every steps, re-initialise dead features
+                   every log_every steps: metrics (+ eval_fn, e.g. CE increase)
+                   every checkpoint_every steps: atomic checkpoint
+
+Resuming replays the same iterator and skips the batches already consumed, so with the
+same seed the resumed weights are bit-identical (on CPU) to an uninterrupted run's.
+The model-dependent CE-loss metric arrives as ``eval_fn`` (see ``pipeline.py``); what a
+checkpoint holds is ``checkpoint.py``'s business; the curves are drawn by ``ui.plots``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+import time
+import warnings
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from sae_steer.config import TrainConfig
+from sae_steer.sae import SAE, TrainStepOutput
+from sae_steer.train import checkpoint
+from sae_steer.train.checkpoint import TrainState
+
+Reconstruct = Callable[[Tensor], Tensor]
+EvalFn = Callable[[Reconstruct], dict[str, float]]
+
+
+class NonFiniteError(ValueError):
+    """NaN/inf in the activations or the loss; ``step`` says where training stopped."""
+
+    def __init__(self, message: str, step: int):
+        super().__init__(message)
+        self.step = step
+
+
+@dataclasses.dataclass
+class TrainResult:
+    """What ``train`` returns: the trained SAE and the metrics history."""
+
+    sae: SAE
+    history: list[dict[str, float]]
+    """One row per logged step: step, lr, l1_coefficient, loss, mse, explained_variance,
+    l0, dead_fraction, dense_fraction (+ whatever ``eval_fn`` returned, e.g. ce_increase)."""
+    steps: int
+    """Steps completed (``cfg.n_steps`` unless the data ran out)."""
+    seconds: float
+    """Wall time of this call (not counting the time before a resume)."""
+    scale: float
+    """Input scale used while training (already folded into the SAE's biases)."""
+    start_step: int = 0
+    """Step this call started from (the checkpoint's step after a resume)."""
+
+    @property
+    def final(self) -> dict[str, float]:
+        return self.history[-1] if self.history else {}
+
+    def summary(self) -> str:
+        """One line of the final metrics, for notebooks and logs."""
+        row = self.final
+        parts = [f"{self.steps} steps ({int(row.get('tokens', 0)):,} tokens)"]
+        for key, label, fmt in [("explained_variance", "explained variance", "{:.3f}"),
+                                ("l0", "L0", "{:.1f}"), ("dead_fraction", "dead", "{:.1%}"),
+                                ("dense_fraction", "dense", "{:.1%}"),
+                                ("ce_increase", "CE increase", "{:.3f} nats")]:
+            if key in row:
+                parts.append(f"{label} {fmt.format(row[key])}")
+        return " | ".join(parts)
+
+
+def train(
+    sae: SAE,
+    batches: Iterable[Float[Tensor, "batch d_in"]],
+    cfg: TrainConfig,
+    *,
+    checkpoint_dir: str | Path | None = None,
+    resume: bool = False,
+    eval_fn: EvalFn | None = None,
+    progress: bool = True,
+) -> TrainResult:
+    """Train ``sae`` in place on ``batches`` (each ``[cfg.batch_size, d_in]``).
+
+    ``checkpoint_dir``: write checkpoints there every ``cfg.checkpoint_every`` steps and
+    at the end. ``resume=True``: continue from the newest checkpoint in it (from scratch
+    when there is none); ``batches`` must be the same stream from its start.
+    ``eval_fn(reconstruct)`` is called at every logged step with a function mapping
+    activations to the SAE's reconstruction, and returns extra metrics.
+    """
+    if resume and checkpoint_dir is None:
+        raise ValueError("resume=True needs checkpoint_dir (where the checkpoints are)")
+    optimizer = torch.optim.Adam(sae.parameters(), lr=cfg.lr,
+                                 betas=(cfg.adam_beta1, cfg.adam_beta2))
+    state = TrainState.fresh(sae, cfg.seed)
+    if resume and (last := checkpoint.latest_checkpoint(checkpoint_dir)) is not None:
+        checkpoint.restore_training(last, sae, optimizer, state, cfg)
+    start_step = state.step
+    stream = itertools.islice(iter(batches), start_step, None)  # data position = step
+    start = time.perf_counter()
+    bar = tqdm(total=cfg.n_steps, initial=state.step, disable=not progress, desc="train SAE")
+    try:
+        while state.step < cfg.n_steps:
+            x = next(stream, None)
+            if x is None:
+                warnings.warn(f"the activation stream ran out after {state.step} of "
+                              f"{cfg.n_steps} steps; give more texts for a full run")
+                break
+            out, x = _step(sae, optimizer, x, state, cfg, checkpoint_dir)
+            if state.step % cfg.log_every == 0 or state.step == cfg.n_steps:
+                bar.set_postfix(_short(_log(sae, out, x, state, cfg, eval_fn)))
+            if checkpoint_dir is not None and (
+                    state.step == cfg.n_steps or
+                    (cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0)):
+                checkpoint.save_training(checkpoint_dir, sae, optimizer, state, cfg)
+            bar.update()
+    finally:
+        bar.close()
+    _finish(sae, state)
+    return TrainResult(sae, state.history, state.step, time.perf_counter() - start,
+                       state.scale or 1.0, start_step)
+
+
+def schedules(step: int, cfg: TrainConfig) -> tuple[float, float]:
+    """(learning rate, L1 coefficient) for 0-based ``step``: linear warm-ups, linear LR decay."""
+    lr = cfg.lr
+    if step < cfg.lr_warmup_steps:
+        lr *= (step + 1) / cfg.lr_warmup_steps
+    decay_start = cfg.n_steps - cfg.lr_decay_steps
+    if cfg.lr_decay_steps and step >= decay_start:
+        lr *= (cfg.n_steps - step) / cfg.lr_decay_steps
+    l1 = cfg.l1_coefficient
+    if step < cfg.l1_warmup_steps:
+        l1 *= (step + 1) / cfg.l1_warmup_steps
+    return lr, l1
+
+
+def _step(sae: SAE, optimizer: torch.optim.Optimizer, x: Tensor, state: TrainState,
+          cfg: TrainConfig, checkpoint_dir) -> tuple[TrainStepOutput, Tensor]:
+    x = x.to(sae.device, sae.dtype)
+    if not torch.isfinite(x).all():
+        _fail("activations", state, checkpoint_dir)
+    if state.scale is None:  # first batch: pick the scale giving mean ||x||^2 = d_in
+        state.scale = _input_scale(x) if cfg.normalize_activations else 1.0
+    x = x * state.scale
+    lr, l1 = schedules(state.step, cfg)
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    topk = sae.cfg.architecture == "topk"
+    out = sae.training_forward(
+        x, l1_coefficient=l1,
+        dead_mask=state.steps_since_fired >= cfg.dead_after_steps if topk else None,
+        aux_k_coefficient=cfg.aux_k_coefficient if topk else 0.0)
+    if not torch.isfinite(out.loss):
+        _fail("loss", state, checkpoint_dir)
+    optimizer.zero_grad(set_to_none=True)
+    out.loss.backward()
+    optimizer.step()
+    sae.normalize_decoder_()  # unit rows, so L1 and steering scales compare across features
+    state.steps_since_fired += 1
+    state.steps_since_fired[out.fired] = 0
+    state.step += 1
+    if (not topk and cfg.resample_every and state.step % cfg.resample_every == 0
+            and state.step <= cfg.n_steps - cfg.lr_decay_steps):
+        resample_dead(sae, optimizer, x, state.steps_since_fired >= cfg.dead_after_steps,
+                      state.generator)
+        state.steps_since_fired[state.steps_since_fired >= cfg.dead_after_steps] = 0
+    return out, x
+
+
+def _input_scale(x: Tensor) -> float:
+    mean_sq = x.pow(2).sum(-1).mean().item()
+    return math.sqrt(x.shape[-1] / mean_sq) if mean_sq > 0 else 1.0
+
+
+def _fail(what: str, state: TrainState, checkpoint_dir) -> None:
+    last = checkpoint.latest_checkpoint(checkpoint_dir) if checkpoint_dir else None
+    kept = f"the last good checkpoint is {last}" if last else "no checkpoint was written"
+    step = state.step + 1  # 1-based, as in the history and checkpoint names
+    raise NonFiniteError(
+        f"NaN/inf in the {what} at step {step}: training stopped before updating the "
+        f"weights, and {kept}. Check the activations, or lower lr / l1_coefficient.", step)
+
+
+@torch.no_grad()
+def resample_dead(sae: SAE, optimizer: torch.optim.Optimizer, x: Float[Tensor, "batch d_in"],
+                  dead: Tensor, generator: torch.Generator) -> int:
+    """Point each dead feature at an input the SAE reconstructs badly; returns how many.
+
+    Inputs are drawn with probability proportional to their squared error (Anthropic's
+    "Towards Monosemanticity" recipe, with the residual ``x - x_hat`` as the direction):
+    decoder row = unit residual, encoder column = that row scaled to 0.2 * the mean alive
+    encoder norm, bias 0, and the Adam moments of those entries reset.
+    """
+    idx = dead.nonzero().squeeze(-1)
+    if len(idx) == 0:
+        return 0
+    residual = x - sae(x)
+    weights = residual.pow(2).sum(-1).double().cpu()
+    if not weights.sum() > 0:
+        return 0
+    # distinct inputs where possible; repeats only when too few have any error at all
+    pick = torch.multinomial(weights, len(idx), replacement=len(idx) > int((weights > 0).sum()),
+                             generator=generator).to(x.device)
+    directions = residual[pick] / residual[pick].norm(dim=-1, keepdim=True).clamp_min(1e-8)
+    alive = ~dead
+    enc_norm = sae.W_enc[:, alive].norm(dim=0).mean() if alive.any() else 1.0
+    enc_norm = enc_norm if enc_norm > 0 else 1.0
+    sae.W_dec[idx] = directions
+    sae.W_enc[:, idx] = directions.T * (0.2 * enc_norm)
+    sae.b_enc[idx] = 0.0
+    for param, index in ((sae.W_dec, (idx,)), (sae.W_enc, (slice(None), idx)),
+                         (sae.b_enc, (idx,))):
+        for moment in ("exp_avg", "exp_avg_sq"):
+            if moment in optimizer.state.get(param, {}):
+                optimizer.state[param][moment][index] = 0.0
+    return len(idx)
+
+
+@torch.no_grad()
+def _log(sae: SAE, out: TrainStepOutput, x: Tensor, state: TrainState, cfg: TrainConfig,
+         eval_fn: EvalFn | None) -> dict[str, float]:
+    """Append one metrics row (on this step's batch, in the scaled space) and return it."""
+    lr, l1 = schedules(state.step - 1, cfg)
+    freq = (sae.encode(x) > 0).float().mean(0)
+    state.freq_sum += freq
+    row = {
+        "step": state.step, "tokens": state.step * cfg.batch_size, "lr": lr,
+        "l1_coefficient": l1, "loss": out.loss.item(), "mse": out.mse_loss.item(),
+        "explained_variance": explained_variance(x, out.x_hat),
+        "l0": out.l0.item(),
+        "dead_fraction": (state.steps_since_fired >= cfg.dead_after_steps).float().mean().item(),
+        "dense_fraction": (freq > cfg.dense_threshold).float().mean().item(),
+    }
+    if eval_fn is not None:
+        row.update(eval_fn(_reconstructor(sae, state.scale or 1.0)))
+    state.history.append(row)
+    return row
+
+
+def explained_variance(x: Float[Tensor, "batch d"], x_hat: Float[Tensor, "batch d"]) -> float:
+    """1 - SSE / total variance around the batch mean (not around zero, which flatters)."""
+    x, x_hat = x.float(), x_hat.float()
+    total = (x - x.mean(0)).pow(2).sum()
+    return (1 - (x - x_hat).pow(2).sum() / total).item() if total > 0 else float("nan")
+
+
+def _reconstructor(sae: SAE, scale: float) -> Reconstruct:
+    @torch.no_grad()
+    def reconstruct(acts: Tensor) -> Tensor:
+        x = acts.to(sae.device, sae.dtype) * scale
+        return (sae(x) / scale).to(acts.device, acts.dtype)
+    return reconstruct
+
+
+def _short(row: dict[str, float]) -> dict[str, str]:
+    keys = {"explained_variance": "ev", "l0": "l0", "dead_fraction": "dead",
+            "ce_increase": "dCE"}
+    return {short: f"{row[k]:.3g}" for k, short in keys.items() if k in row}
+
+
+@torch.no_grad()
+def _finish(sae: SAE, state: TrainState) -> None:
+    """Fold the input scale into the biases and record firing frequencies.
+
+    Trained on x*s: for s > 0, relu/topk commute with scaling, so the SAE for x has the
+    same W_enc/W_dec (still unit rows) and b_enc/s, b_dec/s; feats come out divided by s.
+    """
+    scale = state.scale or 1.0
+    sae.b_enc.div_(scale)
+    sae.b_dec.div_(scale)
+    n_logs = max(len(state.history), 1)
+    sae.log_feature_sparsity = (state.freq_sum / n_logs).clamp_min(1e-10).log10().to(sae.dtype)

@@ -1,0 +1,101 @@
+"""Figures: training curves, activation and density histograms, scale sweeps.
+
+Every function builds and returns a ``matplotlib.figure.Figure`` without touching pyplot's
+global state, so a notebook shows it by leaving it as a cell's last value and a script can
+``fig.savefig(...)``. matplotlib is imported when this module is, never by the library.
+"""
+from __future__ import annotations
+
+import base64
+import io
+import math
+
+from matplotlib.figure import Figure
+
+from sae_steer.inspect import FeatureCard, FeatureSearch
+from sae_steer.measure import Sweep
+
+
+def figure_png_uri(fig: Figure) -> str:
+    """A Figure as a ``data:image/png;base64,...`` URI (so one HTML string holds a card)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=80)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def plot_activation_histogram(edges, counts, *, title: str | None = None) -> Figure:
+    """Histogram of a feature's non-zero activations on log10-spaced bins (a new Figure)."""
+    edges, counts = [float(e) for e in edges], [int(c) for c in counts]
+    fig = Figure(figsize=(5, 2.4), layout="constrained")
+    ax = fig.add_subplot()
+    ax.stairs(counts, edges, fill=True)
+    ax.set_xscale("log")
+    nz = [i for i, c in enumerate(counts) if c]
+    if nz:
+        ax.set_xlim(edges[nz[0]], edges[nz[-1] + 1])
+    ax.set_xlabel("activation (log scale, non-zero only)")
+    ax.set_ylabel("tokens")
+    ax.set_title(title or "activation histogram")
+    return fig
+
+
+def card_histogram(card: FeatureCard) -> Figure:
+    return plot_activation_histogram(card.hist_edges, card.hist_counts,
+                                     title=f"feature {card.feature}: non-zero activations")
+
+
+def plot_density_histogram(search: FeatureSearch, *, bins: int = 40) -> Figure:
+    """log10 firing density of every feature; dead features are counted in the title."""
+    density = search.density
+    alive = density > 0
+    fig = Figure(figsize=(6, 2.8), layout="constrained")
+    ax = fig.add_subplot()
+    if bool(alive.any()):
+        ax.hist(density[alive].log10().numpy(), bins=bins)
+    ax.set_xlabel("log10(fraction of tokens where the feature fires)")
+    ax.set_ylabel("features")
+    ax.set_title(f"feature density over {search.n_tokens:,} tokens "
+                 f"({int((~alive).sum())} of {search.d_sae} features never fired)")
+    return fig
+
+
+def plot_history(history: list[dict[str, float]]) -> "Figure":
+    """Training curves (one panel per metric) as a matplotlib Figure."""
+    panels = [("mse", "MSE (scaled inputs)"), ("explained_variance", "explained variance"),
+              ("l0", "L0 (active features / token)"),
+              ("dead_fraction", "dead / dense fraction"), ("ce_increase", "CE-loss increase")]
+    panels = [p for p in panels if any(p[0] in row for row in history)]
+    fig = Figure(figsize=(3.2 * len(panels), 2.8), layout="constrained")
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    steps = [row["step"] for row in history]
+    for ax, (key, title) in zip(axes, panels):
+        ax.plot(steps, [row.get(key, math.nan) for row in history], label=key)
+        if key == "dead_fraction":
+            ax.plot(steps, [row.get("dense_fraction", math.nan) for row in history],
+                    label="dense_fraction")
+            ax.legend(fontsize=7)
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("step")
+    return fig
+
+
+def plot_sweep(sweep: Sweep, title: str | None = None):
+    """Success and NLL cost against scale, with the target, budget and suggested scale."""
+    fig = Figure(figsize=(6.4, 3.6), layout="constrained")
+    ax = fig.add_subplot()
+    ax.plot(sweep.scales, sweep.success, "o-", color="tab:blue", label=sweep.success_name)
+    ax.axhline(sweep.target, color="tab:blue", ls=":", lw=1, label=f"target {sweep.target:g}")
+    ax.set_xlabel(f"scale ({sweep.scale_unit})")
+    ax.set_ylabel(sweep.success_name, color="tab:blue")
+    cost_ax = ax.twinx()
+    cost_ax.plot(sweep.scales, sweep.cost, "s--", color="tab:red", label="NLL cost")
+    cost_ax.axhline(sweep.cost_budget, color="tab:red", ls=":", lw=1,
+                    label=f"budget {sweep.cost_budget:g} nats")
+    cost_ax.set_ylabel("NLL cost (nats/token)", color="tab:red")
+    if sweep.suggested is not None:
+        ax.axvline(sweep.suggested, color="k", lw=1, label=f"suggested {sweep.suggested:g}")
+    handles = ax.get_legend_handles_labels()[0] + cost_ax.get_legend_handles_labels()[0]
+    ax.legend(handles=handles, fontsize="small", loc="upper left")
+    feature = sweep.reports[0].feature if sweep.reports else "?"
+    ax.set_title(title or f"feature {feature}: success and cost by scale")
+    return fig

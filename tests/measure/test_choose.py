@@ -1,0 +1,130 @@
+"""Concept -> feature selection: vocabulary weights, logit effect, on-word F1, the choice."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from builders import HOOK, PROMPT, assert_clean, make_sae, seeded_model, tiny_config, word_tokenizer
+from sae_steer.measure.candidates import _log_mass, concept_vocab, logit_effect, on_word_f1
+from sae_steer.measure.choose import ConceptCandidates, _rank, choose_feature
+from sae_steer.measure.sweep import Sweep
+from sae_steer.steer import steering
+from sae_steer.toystories import planted_concepts
+
+
+def test_concept_vocab_weights_characteristic_tokens():
+    tok = word_tokenizer(["it", "was", "time", "to", "go", "a", "cloud", ",", "bird", "hello"])
+    model = seeded_model(tiny_config(d_vocab=len(tok)), tok)
+    concepts = planted_concepts()
+
+    def ids(*words):
+        return [tok.bos_token_id] + tok.convert_tokens_to_ids(list(words))
+
+    time = tok.convert_tokens_to_ids("time")
+    # "time" is labelled once in two uses; "a" is never labelled for time_to
+    rows = [ids("it", "was", "time", "to", "go"), ids("a", "time")] * 3
+    vocab = concept_vocab(model, rows, concepts["time_to"], min_count=1)
+    assert vocab == {time: 1.0}
+    a, cloud, comma, bird = tok.convert_tokens_to_ids(["a", "cloud", ",", "bird"])
+    lists = [ids("a", "cloud", ",", "a", "bird")] * 3
+    vocab = concept_vocab(model, lists, concepts["pretend_list"], min_count=1)
+    assert set(vocab) == {a, cloud, comma, bird} and sum(vocab.values()) == pytest.approx(1.0)
+    assert vocab[a] > vocab[cloud]  # "a" is labelled twice per list, always inside the list
+    with pytest.raises(ValueError, match="fewer than"):
+        concept_vocab(model, [ids("hello")], concepts["danger"])
+
+
+def test_on_word_f1_hand_made():
+    acts = torch.tensor([[1.0, 0.0, 1.0], [0.0, 0.0, 1.0], [1.0, 2.0, 1.0], [0.0, 0.0, 1.0]])
+    mask = torch.tensor([True, False, True, False])
+    f1 = on_word_f1(acts, mask)
+    assert f1.tolist() == pytest.approx([1.0, 2 / 3, 2 / 3])
+
+
+def test_logit_effect_matches_steering_by_hand(tiny_model):
+    sae = make_sae()
+    vocab = {7: 0.75, 9: 0.25}
+    prompt = torch.tensor(PROMPT)
+    tokens = torch.stack([prompt, prompt + 10])
+    effect = logit_effect(tiny_model, sae, vocab, tokens, scale=3.0, chunk=3)
+    assert effect.shape == (8,)
+    ids, log_w = torch.tensor([7, 9]), torch.tensor([0.75, 0.25]).log()
+    with torch.no_grad():
+        base = _log_mass(tiny_model(tokens), ids, log_w).mean()
+        for f in (0, 5):
+            row = sae.W_dec[f].detach()
+            with steering(tiny_model, HOOK, row / row.norm(), 3.0):
+                steered = _log_mass(tiny_model(tokens), ids, log_w).mean()
+            assert float(effect[f]) == pytest.approx(float(steered - base), abs=1e-5)
+    assert_clean(tiny_model)
+
+
+def _sweep(success, cost, suggested):
+    return Sweep([0.1, 0.3, 0.5], [], "concept_lift", success, cost, 5.0, 1.5, suggested,
+                 "relative")
+
+
+def test_rank_prefers_met_target_at_smallest_scale():
+    met_late = _sweep([1, 2, 6], [0.1, 0.2, 1.0], 0.5)
+    met_early = _sweep([1, 6, 9], [0.1, 0.5, 3.0], 0.3)
+    never = _sweep([1, 4, 30], [0.1, 0.5, 3.0], None)
+    assert sorted([never, met_late, met_early], key=_rank) == [met_early, met_late, never]
+
+
+def test_choose_feature_runs_sweeps(tiny_model, monkeypatch):
+    import sae_steer.measure.choose as choose
+
+    calls = []
+    danger = planted_concepts()["danger"]
+
+    def fake_sweep(model, sae, feature, scales, cfg=None, **kw):
+        calls.append(feature)
+        assert kw["concept"] is danger
+        good = feature == 4
+        return _sweep([1, 6 if good else 2, 9], [0.1, 0.4, 2.0], 0.3 if good else None)
+
+    monkeypatch.setattr(choose, "scale_sweep", fake_sweep)
+    cand = ConceptCandidates(danger, {1: 1.0}, [2, 4, 6, 7], torch.zeros(8), 6, 0.9)
+    choice = choose_feature(tiny_model, make_sae(), cand, [0.1, 0.3, 0.5], n_candidates=3)
+    assert calls == [2, 4, 6] and choice.feature == 4 and choice.scale == 0.3
+    assert choice.kind == "predictive" and choice.concept == "danger"
+
+
+def test_before_starts_marks_the_context_token():
+    from sae_steer.measure.candidates import before_starts
+
+    assert before_starts([False, False, True, True, False, True]) == [
+        False, True, False, False, True, False]
+    assert before_starts([True, False]) == [False, False]  # nothing precedes position 0
+
+
+def test_concept_occurrences_counts_runs_in_generated_part():
+    from sae_steer.measure.concepts import occurrences
+
+    mask = [True, True, False, True, False, True, True]
+    assert occurrences(mask) == 3
+    assert occurrences(mask, start=1) == 2  # the run begun in the prompt is not counted
+
+
+@pytest.mark.slow
+def test_offline_world_danger_feature_steers_toward_danger():
+    """End to end on the offline world: the predictive danger feature raises danger words."""
+    from sae_steer import load_model, load_texts
+    from sae_steer.measure import concept_candidates, steering_report
+    from sae_steer.train.pipeline import reference_sae
+
+    model = load_model("toystories", preset="small", progress=False)
+    sae = reference_sae(model, preset="small", progress=False)
+    texts = list(load_texts("toystories", split="validation", n=150, preset="small"))
+    danger = planted_concepts()["danger"]
+    cand = concept_candidates(model, sae, texts, danger, n_effect_texts=4)
+    from sae_steer.toystories.vocab import DANGER_WORDS
+
+    words = {model.tokenizer.decode([t]).strip() for t in cand.vocab}
+    assert words and words <= set(DANGER_WORDS)
+    # 0.5x the residual norm: the low end of the range where steering works here (the
+    # bench sweeps 0.3-0.8); at 0.6 this SAE's text cost already nears the 1.5-nat budget.
+    rep = steering_report(model, sae, cand.predictive[0], 0.5, n_samples=16, concept=danger,
+                          scale_unit="relative", max_new_tokens=80)
+    assert rep.concept_lift > 2.0 and rep.nll_cost.value < 1.5
+    assert_clean(model)
