@@ -6,17 +6,19 @@ For each planted concept (quote, pretend_list, time_to, danger):
    probability through the rest of the model, plus the feature that fires on the concept
    (best F1 against the world's labels);
 2. a scale sweep (relative units: multiples of the typical residual norm at the hook) on
-   ``--n-select`` samples picks the feature and the smallest scale reaching a 7.5x lift
-   (5x target with a 1.5x margin against the winner's curse) of the concept's rate at
-   <= 1.5 nats/token of extra NLL;
-3. a fresh steering report on ``--n-final`` samples (64: the unsteered rates are ~1 per
-   1000 tokens, so fewer samples leave the lift's denominator mostly noise) with other
-   seeds measures it: concept
-   occurrences per 100 generated tokens steered vs unsteered (same seeds), the NLL cost
-   under the unsteered model, and how often the steered and on-word features fire.
+   ``--n-select`` samples picks the feature and the smallest scale whose lift's 95 % lower
+   bound reaches 3x at <= 1.5 nats/token of extra NLL (else the best lower bound);
+3. a fresh steering report on ``--n-final`` samples with other seeds measures it: concept
+   occurrences per 100 generated tokens steered vs unsteered (same seeds; a run counts
+   once, an immediate repeat counts once), the NLL and repetition costs under the
+   unsteered model, how often the steered and on-word features fire, and the same for a
+   random direction of the same norm.
 
 Run: ``python bench/steer_offline_world.py [--preset small] [--threads 1]``.
-Ends with two lines per concept: ``RESULT lift_<concept> <x>`` and ``RESULT nll_cost_<concept> <x>``.
+Ends with RESULT lines per concept ``c``: ``lift_<c>``, ``lift_low_<c>`` (the lift's 95 %
+lower bound, exact Poisson ratio), ``nll_cost_<c>``, ``rep_cost_<c>`` (repeated 3-grams,
+steered minus unsteered) and ``control_lift_high_<c>`` (a random direction of the same
+norm, same seeds: the 95 % upper bound of its lift), then ``targets_met``.
 """
 from __future__ import annotations
 
@@ -31,7 +33,7 @@ def main() -> None:
     parser.add_argument("--preset", default="small")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--n-select", type=int, default=16)
-    parser.add_argument("--n-final", type=int, default=64)
+    parser.add_argument("--n-final", type=int, default=256)
     parser.add_argument("--max-new-tokens", type=int, default=100)
     parser.add_argument("--n-candidates", type=int, default=5)
     parser.add_argument("--scales", default="0.3,0.4,0.5,0.6,0.7,0.8")
@@ -66,14 +68,21 @@ def main() -> None:
     print()
     for concept, r in results.items():
         sw = r.choice.sweep
-        print(f"{concept}: sweep of feature {r.choice.feature} (lift / NLL cost per relative scale): "
-              + ", ".join(f"{s:g}: {su:.2g}/{c:+.2f}" for s, su, c in zip(sw.scales, sw.success, sw.cost)))
-    met = sum(r.row()["target_met"] for r in results.values())
-    print(f"\ntargets met (lift >= 5x at <= +1.5 nats/token on held-out seeds): {met}/4; "
-          f"{time.perf_counter() - start:.0f} s")
+        print(f"{concept}: sweep of feature {r.choice.feature} (lift [lower bound] / NLL cost per "
+              "relative scale): " + ", ".join(f"{s:g}: {su:.2g} [{lo:.2g}]/{c:+.2f}" for s, su, lo, c
+                                              in zip(sw.scales, sw.success, sw.success_low, sw.cost)))
+    met = sum(r.target_met for r in results.values())
+    print(f"\ntargets met (lift's 95 % lower bound >= {choose.target:g}x at <= "
+          f"+{choose.cost_budget:g} nats/token, {args.n_final} held-out samples x "
+          f"{args.max_new_tokens} tokens per side): {met}/4; {time.perf_counter() - start:.0f} s")
     for concept, r in results.items():
-        print(f"RESULT lift_{concept} {r.report.concept_lift:.3f}")
-        print(f"RESULT nll_cost_{concept} {r.report.nll_cost.value:.3f}")
+        rep, ctrl = r.report, r.report.control.vs_unsteered
+        print(f"RESULT lift_{concept} {rep.lift.value:.3f}")
+        print(f"RESULT lift_low_{concept} {rep.lift.lo:.3f}")
+        print(f"RESULT nll_cost_{concept} {rep.nll_cost.value:.3f}")
+        print(f"RESULT rep_cost_{concept} {rep.rep_cost.value:.3f}")
+        print(f"RESULT control_lift_high_{concept} {ctrl.lift.hi:.3f}")
+    print(f"RESULT targets_met {met}")
 
 
 if __name__ == "__main__":

@@ -61,6 +61,7 @@ _EXPORTS: dict[str, str] = {
     "steering_report": "measure.report",
     "scale_sweep": "measure.sweep",
     "steer_concept": "measure.choose",
+    "feature_scores": "measure.steerability",
     # the offline world
     "planted_concepts": "toystories.concepts",
     # views (the public face may hand them on; no module of the library imports ui)

@@ -9,10 +9,10 @@ only: every other module imports this one, so it must stay light.
 from sae_steer.config.base import StageConfig, check_number, replace_config
 from sae_steer.config.sae import Architecture, SAEConfig, TrainConfig
 from sae_steer.config.search import SearchConfig
-from sae_steer.config.steer import (MODES, SCALE_UNITS, ChooseConfig, SteerConfig, choose_config,
-                                    steer_config)
+from sae_steer.config.steer import (MODES, POSITIONS, SCALE_UNITS, ChooseConfig, SteerConfig,
+                                    choose_config, steer_config)
 from sae_steer.config.world import WorldConfig
 
-__all__ = ["MODES", "SCALE_UNITS", "Architecture", "ChooseConfig", "SAEConfig", "SearchConfig",
+__all__ = ["MODES", "POSITIONS", "SCALE_UNITS", "Architecture", "ChooseConfig", "SAEConfig", "SearchConfig",
            "StageConfig", "SteerConfig", "TrainConfig", "WorldConfig", "check_number",
            "choose_config", "replace_config", "steer_config"]

@@ -4,10 +4,10 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
-from sae_steer.config.base import StageConfig, require
+from sae_steer.config.base import StageConfig, is_integer, require
 
 Architecture = Literal["relu", "topk"]
-
+STORES = ("auto", "memory", "disk", "stream")
 
 
 @dataclasses.dataclass
@@ -91,7 +91,27 @@ class TrainConfig(StageConfig):
     """Scale inputs so their mean squared norm is ``d_in`` while training (so one
     ``l1_coefficient`` suits any model); the scale is folded into the biases at the end."""
     context_size: int = 128
-    """Tokens per sequence fed to the model (sequences are truncated to this)."""
+    """Tokens per sequence fed to the model; a longer text becomes several windows of this
+    many tokens, each starting with BOS (see ``long_texts``)."""
+    long_texts: str = "window"
+    """``window``: read texts longer than ``context_size`` whole, in windows (training
+    harvest and the CE evaluation); ``truncate``: keep only each text's first window (the
+    pre-window behaviour, kept by the offline reference recipe; the result's ``harvest``
+    counts the tokens cut)."""
+    epochs: int | None = None
+    """None: train ``n_steps`` steps, streaming from the model as before; if the texts run
+    out first, the remaining steps cycle over epochs of the activation store (each a
+    fresh whole-store shuffle). An integer: harvest every text once into the store, then
+    train exactly this many epochs over it (``n_steps`` is then derived: epochs x full
+    batches in the store)."""
+    store: str = "auto"
+    """Where harvested activations are kept for later epochs: ``auto`` (memory up to
+    ``store_budget_bytes``; past it a memory-mapped file on disk when ``epochs`` is set,
+    or, with ``epochs=None``, no store: so much data rarely runs out), ``memory`` (never
+    disk), ``disk`` (always a file), or ``stream`` (keep nothing: read the texts once and
+    stop when they run out; for datasets too large to store, like all of TinyStories)."""
+    store_budget_bytes: int = 2 * 1024 ** 3
+    """Bytes of activations held in memory before the store spills to disk (2 GiB)."""
     model_batch_size: int = 32
     """Sequences per model forward pass while harvesting activations."""
     buffer_batches: int = 16
@@ -132,6 +152,17 @@ class TrainConfig(StageConfig):
             require(0 <= value < 1, f"{name} must be in [0, 1), got {value!r}")
         require(0 < self.dense_threshold <= 1,
                  f"dense_threshold must be in (0, 1], got {self.dense_threshold!r}")
+        require(self.long_texts in ("window", "truncate"),
+                f"long_texts must be 'window' or 'truncate', got {self.long_texts!r}")
+        require(self.store in STORES, f"store must be one of {STORES}, got {self.store!r}")
+        require(self.epochs is None or (is_integer(self.epochs) and self.epochs > 0),
+                f"epochs must be None or a positive integer, got {self.epochs!r}")
+        require(self.epochs is None or self.store != "stream",
+                "epochs= trains over an activation store: it does not combine with "
+                "store='stream' (set store='auto', 'memory' or 'disk')")
+        require(is_integer(self.store_budget_bytes) and self.store_budget_bytes >= 0,
+                f"store_budget_bytes must be a non-negative integer, got "
+                f"{self.store_budget_bytes!r}")
         require(self.lr_warmup_steps + self.lr_decay_steps <= self.n_steps,
                  f"lr_warmup_steps + lr_decay_steps ({self.lr_warmup_steps} + "
                  f"{self.lr_decay_steps}) must not exceed n_steps ({self.n_steps})")

@@ -23,7 +23,8 @@ class SearchConfig(StageConfig):
     n_top_tokens: int = 32
     """Distinct tokens tracked per feature for "fires on" (sum of activation per token)."""
     context_size: int = 128
-    """Tokens per text (BOS included); longer texts are truncated."""
+    """Tokens per window (BOS included); a longer text is read whole, in several windows
+    that each start with BOS."""
     batch_size: int = 32
     """Texts per forward pass."""
     n_texts: int | None = None

@@ -10,9 +10,14 @@ from sae_steer.config.base import StageConfig, check_number, is_integer, replace
 
 MODES = ("decoder_row", "clamp", "decoder_onehot")
 """Steering modes: add ``W_dec[i]``; clamp feature i; add ``decode(onehot_i)`` (the pitfall)."""
-SCALE_UNITS = ("absolute", "relative")
+SCALE_UNITS = ("absolute", "relative", "max_act")
 """``absolute``: the scale multiplies the direction as is; ``relative``: the steering
-vector's norm is that multiple of the typical residual-stream norm at the hook."""
+vector's norm is that multiple of the typical residual-stream norm at the hook;
+``max_act``: a multiple of the feature's max activation in a search (AxBench/Neuronpedia:
+the vector is ``scale * max_act_i * W_dec[i]``)."""
+POSITIONS = ("all", "generated")
+"""``all``: steer every position of every pass, prompt included; ``generated``: leave the
+prompt's positions alone and steer every generated one (KV-cached or not)."""
 
 
 
@@ -39,8 +44,11 @@ class SteerConfig(StageConfig):
     """One of ``MODES``: add ``scale * W_dec[i]`` (the seed's method), clamp feature i to
     ``scale``, or add ``scale * decode(onehot_i)`` (a pitfall kept to show it)."""
     scale_unit: str = "absolute"
-    """One of ``SCALE_UNITS``: the scale as given, or a multiple of the typical
-    residual-stream norm at the hook (transfers between models)."""
+    """One of ``SCALE_UNITS``: the scale as given, a multiple of the typical
+    residual-stream norm at the hook (transfers between models), or a multiple of each
+    feature's max activation in a search (pass ``max_act=search.max_act``)."""
+    positions: str = "all"
+    """One of ``POSITIONS``: steer every position (prompt too), or only generated ones."""
     use_kv_cache: bool = True
     """Generate with TransformerLens's KV cache (same tokens as without, faster)."""
     stop_at_eos: bool = True
@@ -65,7 +73,10 @@ class SteerConfig(StageConfig):
         require(self.mode in MODES,
                  f"unknown steering mode {self.mode!r}; choose one of {', '.join(MODES)}")
         require(self.scale_unit in SCALE_UNITS,
-                 f"scale_unit must be 'absolute' or 'relative', got {self.scale_unit!r}")
+                 f"scale_unit must be 'absolute' or 'relative', got {self.scale_unit!r} "
+                 "(or 'max_act', with max_act=search.max_act)")
+        require(self.positions in POSITIONS,
+                 f"positions must be one of {', '.join(POSITIONS)}, got {self.positions!r}")
         if self.resid_norm is not None:
             require(check_number(self.resid_norm, "resid_norm") > 0,
                      f"resid_norm must be positive, got {self.resid_norm!r}")
@@ -102,12 +113,13 @@ class ChooseConfig(StageConfig):
     """Seed of the selection samples."""
     final_seed: int = 1000
     """Seed of the measurement samples (disjoint from the selection's for any sane sizes)."""
-    target: float = 5.0
-    """Lift (steered / unsteered concept rate) a choice must reach."""
+    target: float = 3.0
+    """Lift (steered / unsteered concept rate) whose lower 95 % bound a choice must reach."""
     cost_budget: float = 1.5
     """Most text-quality cost allowed (mean NLL increase, nats/token)."""
-    select_margin: float = 1.5
-    """Selection aims this many times higher than ``target`` (winner's curse)."""
+    select_margin: float = 1.0
+    """Selection aims this many times higher than ``target`` (against the winner's curse;
+    1: the lower bound alone guards against a lucky scale)."""
 
     def __post_init__(self) -> None:
         self.scales = tuple(check_number(x, "scale") for x in self.scales)

@@ -25,13 +25,22 @@ from sae_steer.fsutil import cache_dir
 from sae_steer.inspect.results import FeatureSearch
 from sae_steer.inspect.state import SearchState
 from sae_steer.lm import hook_activations, token_batches, validate_hook
+from sae_steer.lm.texts import TokenCount
+
+_SEARCH_VERSION = 2  # 2: texts longer than the context are windowed, not truncated
+
 
 def search_token_batches(
     model, sae, batches: Iterable[tuple[Tensor, Tensor]], cfg: SearchConfig | None = None, *,
     hook_name: str | None = None, progress: bool = True, total: int | None = None,
-    source: str | None = None,
+    source: str | None = None, count: TokenCount | None = None,
 ) -> FeatureSearch:
-    """Search over ``(tokens [b, pos], mask [b, pos])`` batches (see ``data.token_batches``)."""
+    """Search over ``(tokens [b, pos], mask [b, pos])`` batches (see ``lm.token_batches``).
+
+    Each row is one excerpt source (a window of a text). ``count``: the ``TokenCount`` that
+    ``token_batches`` fills; then the bar counts texts, not rows, and the result's meta
+    says how many texts (``n_texts``) and windows (``n_windows``) were read.
+    """
     cfg = cfg or SearchConfig()
     hook = hook_name or getattr(sae.cfg, "hook_name", None)
     if hook is None:
@@ -46,14 +55,21 @@ def search_token_batches(
             with torch.no_grad():  # encode would otherwise build a graph per batch
                 feats = sae.encode(hook_activations(model, tokens, hook).to(device))
             state.update(tokens.to(device), mask.to(device), feats, inplace=True)
-            bar.update(tokens.shape[0])
+            bar.update(tokens.shape[0] if count is None else count.texts - bar.n)
     finally:
         bar.close()
     _check_enough(state, cfg)
     meta = {"hook_name": hook, "sae_hash": sae_fingerprint(sae), "source": source,
             "model_hash": model_fingerprint(model),
             "model_name": getattr(sae.cfg, "model_name", None)}
-    return state.finish(meta)
+    result = state.finish(meta)
+    if count is not None:  # excerpts name their text, not the window it was read in
+        result.meta.update(n_texts=count.texts, n_windows=count.windows)
+        text_of = torch.tensor(count.window_text.tolist(), dtype=torch.long)
+        for name in ("top_seq", "band_seq"):
+            seq = result.tensors[name]
+            result.tensors[name] = torch.where(seq >= 0, text_of[seq.clamp_min(0)], seq)
+    return result
 
 
 def _check_enough(state: SearchState, cfg: SearchConfig) -> None:
@@ -64,7 +80,8 @@ def _check_enough(state: SearchState, cfg: SearchConfig) -> None:
     if state.n_texts < cfg.k:
         raise ValueError(
             f"the text set is too short: {state.n_texts} texts for top-{cfg.k} excerpts "
-            f"(one excerpt per text); pass at least {cfg.k} texts or lower SearchConfig.k")
+            f"(one excerpt per text, or per window of a text longer than context_size); "
+            f"pass at least {cfg.k} texts or lower SearchConfig.k")
 
 
 def search_features(
@@ -72,6 +89,9 @@ def search_features(
     hook_name: str | None = None, progress: bool = True, source: str | None = None,
 ) -> FeatureSearch:
     """Scan ``texts`` (e.g. ``load_texts("toystories", split="validation")``) once.
+
+    Texts longer than ``cfg.context_size`` are read whole, in windows that each start
+    with BOS; ``result.n_tokens`` counts every token scanned (BOS and padding not).
 
     Returns every feature's top excerpts, band samples, density, histogram and top
     tokens (a :class:`FeatureSearch`; ``.save(dir)`` / ``FeatureSearch.load(dir, sae=)``).
@@ -81,14 +101,17 @@ def search_features(
         raise ValueError("texts must be an iterable of strings, not one string")
     total = cfg.n_texts or (len(texts) if hasattr(texts, "__len__") else None)
     texts = itertools.islice(iter(texts), cfg.n_texts) if cfg.n_texts else texts
-    batches: Iterator = token_batches(model, texts, cfg.context_size, cfg.batch_size)
+    count = TokenCount()
+    batches: Iterator = token_batches(model, texts, cfg.context_size, cfg.batch_size,
+                                      count=count)
     return search_token_batches(model, sae, batches, cfg, hook_name=hook_name,
-                                progress=progress, total=total, source=source)
+                                progress=progress, total=total, source=source, count=count)
 
 
 def search_cache_path(model, sae, cfg: SearchConfig, source: str) -> Path:
     """``cache_dir()/searches/<sae hash>-<model+config hash>-<source>``: one per search."""
-    key = json.dumps({"cfg": cfg.to_dict(), "model": model_fingerprint(model)}, sort_keys=True)
+    key = json.dumps({"cfg": cfg.to_dict(), "model": model_fingerprint(model),
+                      "version": _SEARCH_VERSION}, sort_keys=True)
     cfg_hash = hashlib.sha256(key.encode()).hexdigest()
     slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", source)
     return Path(cache_dir()) / "searches" / f"{sae_fingerprint(sae)[:16]}-{cfg_hash[:8]}-{slug}"

@@ -17,7 +17,7 @@ from torch import Tensor
 from transformer_lens import HookedTransformer
 
 from sae_steer.lm.models import canonical_model_name, model_name
-from sae_steer.lm.texts import token_batches
+from sae_steer.lm.texts import TokenCount, token_batches
 
 _BLOCK_HOOK = re.compile(r"^blocks\.(\d+)\.")
 
@@ -181,14 +181,18 @@ def activation_batches(
     buffer_batches: int = 16,
     skip_bos: bool = True,
     seed: int = 0,
+    long_texts: str = "window",
+    count: TokenCount | None = None,
 ) -> Iterator[Float[Tensor, "batch_size d_model"]]:
     """Shuffled ``[batch_size, d_model]`` activation batches at ``hook_name`` from ``texts``.
 
-    Texts are tokenized with BOS and truncated to ``context_size``; each batch mixes tokens
-    from about ``buffer_batches`` batches' worth of sequences. Deterministic per ``seed``.
+    Texts are tokenized with BOS, in windows of ``context_size`` (see ``token_batches``;
+    ``count`` says how much was read); each batch mixes tokens from about
+    ``buffer_batches`` batches' worth of sequences. Deterministic per ``seed``.
     """
     validate_hook(model, hook_name)
-    batches = token_batches(model, texts, context_size, model_batch_size)
+    batches = token_batches(model, texts, context_size, model_batch_size,
+                            long_texts=long_texts, count=count)
     chunks = token_activations(model, batches, hook_name, skip_bos=skip_bos)
     return shuffle_buffer(chunks, batch_size, buffer_batches * batch_size, seed=seed)
 

@@ -7,8 +7,10 @@ JSON-lines file with the same ``{"text": ...}`` schema via ``data_files=``).
 """
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import os
+from array import array
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,7 @@ from typing import Any
 import torch
 from jaxtyping import Bool, Int
 from torch import Tensor
+from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
 
 from sae_steer.toystories.grammar import Story, generate_stories
@@ -34,24 +37,25 @@ class DataDownloadError(ConnectionError):
 
 def load_texts(source: str = TOY_SOURCE, split: str = "train", n: int | None = None, *,
                preset: str = "small", data_files: str | os.PathLike | list | dict | None = None,
-               ) -> Iterable[str]:
+               progress: bool = True) -> Iterable[str]:
     """Story texts from ``source``: a list for the toy world, a lazy stream for TinyStories.
 
     ``n=None`` means the whole split: the preset's training or validation corpus for the
     toy world (asking for more than the training corpus continues the same stream with
-    stories the model never saw), every row for TinyStories.
+    stories the model never saw), every row for TinyStories, streamed in batches of rows
+    through ``datasets`` with a progress bar counted in texts (``progress=False``: none).
     """
     _check_split_n(split, n)
     if data_files is not None:  # a local file of TinyStories' schema, whatever the default source
         if source not in _REAL_ALIASES | {TOY_SOURCE}:
             raise ValueError(f"data_files= reads a local JSON file of TinyStories' schema; "
                              f"it does not combine with source={source!r}")
-        return _real_texts(split, n, data_files)
+        return _real_texts(split, n, data_files, progress)
     if source == TOY_SOURCE or source.startswith(TOY_SOURCE + "/"):
         preset = source.split("/", 1)[1] if "/" in source else preset
         return _toy_texts(split, n, preset)
     if source in _REAL_ALIASES:
-        return _real_texts(split, n, None)
+        return _real_texts(split, n, None, progress)
     raise ValueError(f"unknown text source {source!r}; known sources: '{TOY_SOURCE}' (offline), "
                      f"'{REAL_SOURCE}' ({REAL_DATASET}; or pass data_files= for a local JSON file)")
 
@@ -80,7 +84,7 @@ def _toy_texts(split: str, n: int | None, preset: str) -> list[str]:
     return [s.text for s in load_stories(split, n, preset=preset)]
 
 
-def _real_texts(split: str, n: int | None, data_files) -> Iterator[str]:
+def _real_texts(split: str, n: int | None, data_files, progress: bool) -> Iterator[str]:
     import datasets  # heavy (pyarrow, ~1 s): only the real data set needs it
     if data_files is not None:
         _check_local_files(data_files)
@@ -99,15 +103,36 @@ def _real_texts(split: str, n: int | None, data_files) -> Iterator[str]:
                 f"could not load {REAL_DATASET} from the HuggingFace hub ({type(e).__name__}); "
                 f"without network use the offline stories: load_texts('{TOY_SOURCE}')"
             ) from e
-        where = f"{REAL_DATASET} ({split})"
-    rows = iter(ds)
-    first = next(rows, None)  # fail now (not mid-training) on an empty or mis-shaped source
-    if first is None:
+        where, ds_split = f"{REAL_DATASET} ({split})", split
+    batches = ds.iter(batch_size=_ROWS_PER_READ)  # datasets streams Arrow batches of rows
+    first = next(batches, None)  # fail now (not mid-training) on an empty or mis-shaped source
+    if first is None or not any(len(v) for v in first.values()):
         raise ValueError(f"no texts in {where}")
     if "text" not in first:
         raise ValueError(f"rows of {where} have no 'text' field (fields: {sorted(first)})")
-    texts = (row["text"] for row in itertools.chain([first], rows))
-    return itertools.islice(texts, n) if n is not None else texts
+    texts = itertools.chain.from_iterable(b["text"] for b in itertools.chain([first], batches))
+    texts = itertools.islice(texts, n) if n is not None else texts
+    return _counted(texts, n if n is not None else _split_rows(ds, ds_split), where, progress)
+
+
+_ROWS_PER_READ = 1000
+
+
+def _split_rows(ds, split: str) -> int | None:
+    """Rows in the split when the data set's card says (the hub's TinyStories does)."""
+    try:
+        return int(ds.info.splits[split].num_examples) or None
+    except (AttributeError, KeyError, TypeError):
+        return None
+
+
+def _counted(texts: Iterator[str], total: int | None, where: str, progress: bool
+             ) -> Iterator[str]:
+    """``texts`` with a progress bar counted in texts (tokens are not known before a
+    tokenizer sees them; ``token_batches(progress=True)`` counts those)."""
+    with tqdm(texts, total=total, unit="text", unit_scale=True, desc="stream texts",
+              disable=not progress) as bar:
+        yield from bar
 
 
 def _as_str(data_files):
@@ -125,12 +150,42 @@ def _check_local_files(data_files) -> None:
             raise FileNotFoundError(f"data file {f} does not exist")
 
 
+LONG_TEXTS = ("window", "truncate")
+
+
+@dataclasses.dataclass
+class TokenCount:
+    """What ``token_batches`` has read so far (updated as its batches are consumed)."""
+
+    texts: int = 0
+    """Texts read from the source."""
+    windows: int = 0
+    """Rows produced: one per text, more for texts longer than the context."""
+    tokens: int = 0
+    """Real tokens in those rows, BOS included (padding not)."""
+    truncated: int = 0
+    """Tokens cut off and never batched (only with ``long_texts="truncate"``)."""
+    window_text: array = dataclasses.field(default_factory=lambda: array("q"), repr=False)
+    """For each row produced so far, the index of its text in the stream."""
+
+    def as_dict(self) -> dict[str, int]:
+        return {"texts": self.texts, "windows": self.windows, "tokens": self.tokens,
+                "truncated": self.truncated}
+
+
 def token_batches(model: HookedTransformer, texts: Iterable[str], context_size: int, batch_size: int,
+                  *, long_texts: str = "window", count: TokenCount | None = None,
+                  progress: bool = False,
                   ) -> Iterator[tuple[Int[Tensor, "batch ctx"], Bool[Tensor, "batch ctx"]]]:
     """Batches of ``(tokens [b, ctx], mask [b, ctx])`` on the model's device.
 
-    Each text becomes ``BOS + tokens``, truncated to ``context_size`` and right-padded;
-    ``mask`` marks real tokens (BOS included). The last batch may be smaller.
+    Each text becomes ``BOS + tokens``. A text longer than ``context_size`` is split into
+    windows of ``context_size - 1`` tokens, each starting with BOS (the SAELens / llama2.c
+    convention), so no text is lost; ``long_texts="truncate"`` keeps only the first window
+    (and counts what it cut in ``count.truncated``). Rows are right-padded; ``mask`` marks
+    real tokens (BOS included). A batch holds ``batch_size`` rows, the last may be smaller.
+    ``count`` (a :class:`TokenCount`) is filled in as batches go out; ``progress`` shows a
+    bar counted in tokens.
     """
     tokenizer = model.tokenizer
     if tokenizer is None:
@@ -142,24 +197,51 @@ def token_batches(model: HookedTransformer, texts: Iterable[str], context_size: 
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     if isinstance(texts, str):
         raise ValueError("texts must be an iterable of strings, not one string; wrap it in a list")
+    if long_texts not in LONG_TEXTS:
+        raise ValueError(f"long_texts must be one of {LONG_TEXTS}, got {long_texts!r}")
     pad_id = next(i for i in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0) if i is not None)
-    it, produced = iter(texts), False
-    while chunk := list(itertools.islice(it, batch_size)):
-        produced = True
-        yield _encode_chunk(tokenizer, chunk, context_size, pad_id, model.cfg.device)
-    if not produced:
+    count = count if count is not None else TokenCount()
+    bar = tqdm(unit="tok", unit_scale=True, desc="read texts", disable=not progress)
+    it, pending = iter(texts), []
+    try:
+        while chunk := list(itertools.islice(it, batch_size)):
+            for i, seq in enumerate(tokenizer(chunk, add_special_tokens=False)["input_ids"]):
+                windows = _windows(tokenizer.bos_token_id, list(seq), context_size, long_texts,
+                                   count)
+                pending.extend(windows)
+                count.window_text.extend([count.texts + i] * len(windows))
+            count.texts += len(chunk)
+            while len(pending) >= batch_size:
+                rows, pending = pending[:batch_size], pending[batch_size:]
+                yield _pad(rows, context_size, pad_id, model.cfg.device, count, bar)
+        if pending:
+            yield _pad(pending, context_size, pad_id, model.cfg.device, count, bar)
+    finally:
+        bar.close()
+    if count.texts == 0:
         raise ValueError("token_batches got no texts")
 
 
-def _encode_chunk(tokenizer, chunk: list[str], context_size: int, pad_id: int, device,
-                  ) -> tuple[Tensor, Tensor]:
-    ids = tokenizer(chunk, add_special_tokens=False)["input_ids"]
-    tokens = torch.full((len(chunk), context_size), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(chunk), context_size), dtype=torch.bool)
-    for row, seq in enumerate(ids):
-        seq = ([tokenizer.bos_token_id] + list(seq))[:context_size]
+def _windows(bos: int, seq: list[int], context_size: int, long_texts: str,
+             count: TokenCount) -> list[list[int]]:
+    body = context_size - 1  # tokens per window after its BOS
+    if body == 0 or long_texts == "truncate" or len(seq) <= body:
+        count.truncated += max(len(seq) - body, 0)
+        return [[bos] + seq[:body]]
+    return [[bos] + seq[i:i + body] for i in range(0, len(seq), body)]
+
+
+def _pad(rows: list[list[int]], context_size: int, pad_id: int, device, count: TokenCount,
+         bar) -> tuple[Tensor, Tensor]:
+    tokens = torch.full((len(rows), context_size), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), context_size), dtype=torch.bool)
+    for row, seq in enumerate(rows):
         tokens[row, :len(seq)] = torch.tensor(seq, dtype=torch.long)
         mask[row, :len(seq)] = True
+    n_real = int(mask.sum())
+    count.windows += len(rows)
+    count.tokens += n_real
+    bar.update(n_real)
     return tokens.to(device), mask.to(device)
 
 

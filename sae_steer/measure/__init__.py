@@ -1,15 +1,22 @@
-"""Measuring steering: concepts, statistics with intervals, re-scoring, reports, sweeps and
-the choice of feature and scale. Works for any model; never imports the offline world."""
+"""Measuring steering: concepts, statistics with intervals, re-scoring, reports, sweeps,
+steerability scores and the choice of feature and scale. Works for any model; never
+imports the offline world."""
 from sae_steer.measure.candidates import ConceptCandidates, concept_candidates, logit_effect
-from sae_steer.measure.choose import ConceptChoice, ConceptResult, choose_feature, steer_concept
+from sae_steer.measure.choose import (ConceptChoice, ConceptResult, FeatureResult, choose_feature,
+                                     steer_concept, steer_feature)
 from sae_steer.measure.concepts import Concept, ConceptLike, occurrences
-from sae_steer.measure.report import SideStats, SteeringReport, steering_report
+from sae_steer.measure.report import (Comparison, Control, SideStats, SteeringReport, compare,
+                                      side_stats, steering_report)
 from sae_steer.measure.rescore import Measured, Rescored, measure, rescore
-from sae_steer.measure.stats import Estimate, normal_mean, pooled_rate, wilson
+from sae_steer.measure.stats import (Estimate, Ratio, normal_mean, paired_difference,
+                                     poisson_ratio, pooled_rate, repeated_ngram_fraction, wilson)
+from sae_steer.measure.steerability import FeatureScores, feature_scores
 from sae_steer.measure.sweep import Sweep, scale_sweep, suggest_scale
 
-__all__ = ["Concept", "ConceptCandidates", "ConceptChoice", "ConceptLike", "ConceptResult",
-           "Estimate", "Measured", "Rescored", "SideStats", "SteeringReport", "Sweep",
-           "choose_feature", "concept_candidates", "logit_effect", "measure", "normal_mean",
-           "occurrences", "pooled_rate", "rescore", "scale_sweep", "steer_concept",
-           "steering_report", "suggest_scale", "wilson"]
+__all__ = ["Comparison", "Concept", "ConceptCandidates", "ConceptChoice", "ConceptLike",
+           "ConceptResult", "Control", "Estimate", "FeatureResult", "FeatureScores", "Measured", "Ratio",
+           "Rescored", "SideStats", "SteeringReport", "Sweep", "choose_feature", "compare",
+           "concept_candidates", "feature_scores", "logit_effect", "measure", "normal_mean",
+           "occurrences", "paired_difference", "poisson_ratio", "pooled_rate",
+           "repeated_ngram_fraction", "rescore", "scale_sweep", "side_stats", "steer_concept",
+           "steer_feature", "steering_report", "suggest_scale", "wilson"]

@@ -8,6 +8,7 @@ measures the choice on fresh seeds: selection and measurement never share a samp
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -35,11 +36,12 @@ class ConceptChoice:
 
 
 def _rank(sweep: Sweep) -> tuple:
-    """Prefer a met target at the smallest scale; else the best lift within budget."""
+    """Prefer a met target (by lower bound) at the smallest scale; else the best lower
+    bound within budget."""
     if sweep.suggested is not None:
         i = sweep.scales.index(sweep.suggested)
-        return (0, abs(sweep.suggested), -sweep.success[i])
-    ok = [s for s, c in zip(sweep.success, sweep.cost) if c <= sweep.cost_budget]
+        return (0, abs(sweep.suggested), -sweep.success_low[i])
+    ok = [lo for lo, c in zip(sweep.success_low, sweep.cost) if c <= sweep.cost_budget]
     return (1, -(max(ok) if ok else 0.0), 0.0)
 
 
@@ -73,22 +75,31 @@ class ConceptResult:
     relative_scale: float
     config: ChooseConfig = dataclasses.field(default_factory=ChooseConfig)
 
+    @property
+    def target_met(self) -> bool:
+        """The lift's lower 95 % bound reaches the target within the cost budget."""
+        r = self.report
+        return r.lift.lo >= self.config.target and r.nll_cost.value <= self.config.cost_budget
+
     def row(self) -> dict[str, Any]:
         r, c = self.report, self.candidates
         on = r.steered.fires.get(c.on_word), r.unsteered.fires.get(c.on_word)
+        ctrl = r.control.vs_unsteered.lift if r.control is not None else None
         return {
             "concept": self.choice.concept, "feature": self.choice.feature,
             "kind": self.choice.kind, "scale_rel": self.relative_scale,
-            "scale_abs": round(r.scale, 3),
+            "scale_abs": round(r.scale, 3), "n_samples": r.steered.n_samples,
             "rate_steered": r.steered.concept_rate.value,
-            "rate_unsteered": r.unsteered.concept_rate.value, "lift": r.concept_lift,
-            "nll_cost": r.nll_cost.value,
+            "rate_unsteered": r.unsteered.concept_rate.value,
+            "lift": r.lift.value, "lift_lo": r.lift.lo, "lift_hi": r.lift.hi,
+            "events": f"{r.lift.numerator} / {r.lift.denominator}",
+            "nll_cost": r.nll_cost.value, "rep_cost": r.rep_cost.value,
+            "control_lift_hi": ctrl.hi if ctrl is not None else math.nan,
             "fires_steered": r.steered.fires[r.feature].value,
             "fires_unsteered": r.unsteered.fires[r.feature].value,
             "on_word": c.on_word, "on_word_f1": round(c.on_word_f1, 3),
             "on_word_fires_steered": on[0].value, "on_word_fires_unsteered": on[1].value,
-            "target_met": (r.concept_lift >= self.config.target
-                           and r.nll_cost.value <= self.config.cost_budget),
+            "target_met": self.target_met,
         }
 
 
@@ -114,13 +125,57 @@ def steer_concept(
     choice = choose_feature(model, sae, cands, cfg.scales, steer, n_candidates=cfg.n_candidates,
                             target=cfg.target * cfg.select_margin, cost_budget=cfg.cost_budget,
                             n_samples=cfg.n_select, seed=cfg.select_seed)
-    rel = choice.scale
-    if rel is None:  # best lift within budget (else the smallest scale): an honest failure
-        sw = choice.sweep
-        ok = [(su, sc) for sc, su, c in zip(sw.scales, sw.success, sw.cost)
-              if c <= cfg.cost_budget]
-        rel = max(ok)[1] if ok else min(sw.scales, key=abs)
+    rel = choice.sweep.best_scale()
     report = steering_report(model, sae, choice.feature, rel, steer, concept=cands.concept,
                              rescore_features=[cands.on_word], n_samples=cfg.n_final,
                              seed=cfg.final_seed)
     return ConceptResult(choice, cands, report, rel, cfg)
+
+
+@dataclasses.dataclass
+class FeatureResult:
+    """One feature steered on its own: the scale chosen on select seeds, measured on fresh ones."""
+
+    feature: int
+    scale: float
+    """The chosen scale, in the steering config's unit."""
+    sweep: Sweep
+    report: SteeringReport
+    config: ChooseConfig
+
+    @property
+    def steers(self) -> bool:
+        """The fire-rate gain's lower 95 % bound clears ``fires_target`` within the budget."""
+        gain = self.report.fires_gain[self.feature]
+        return gain.lo > FIRES_TARGET and self.report.nll_cost.value <= self.config.cost_budget
+
+    def row(self) -> dict[str, Any]:
+        r, gain = self.report, self.report.fires_gain[self.feature]
+        return {"feature": self.feature, "scale": self.scale, "n_samples": r.steered.n_samples,
+                "fires_steered": r.steered.fires[self.feature].value,
+                "fires_unsteered": r.unsteered.fires[self.feature].value,
+                "fires_gain": gain.value, "fires_gain_lo": gain.lo,
+                "nll_cost": r.nll_cost.value, "steers": self.steers}
+
+
+FIRES_TARGET = 0.3
+"""A feature steers when its fire rate rises by more than this (lower 95 % bound)."""
+
+
+def steer_feature(model: HookedTransformer, sae: Any, feature: int,
+                  cfg: ChooseConfig | None = None, steer: SteerConfig | None = None,
+                  **settings: Any) -> FeatureResult:
+    """Does steering with ``feature`` make it fire in the generated text (re-scored by the
+    unsteered model)? The scale is swept on ``cfg.n_select`` samples (success: the fire-rate
+    gain's lower bound), then measured on ``cfg.n_final`` fresh ones with the control."""
+    cfg = choose_config(cfg, **settings)
+    steer = steer or SteerConfig(scale_unit="relative")
+    if steer.scale_unit == "relative" and steer.resid_norm is None:
+        steer = steer.replace(resid_norm=typical_resid_norm(model, check_sae_fits(model, sae.cfg)))
+    sweep = scale_sweep(model, sae, feature, cfg.scales, steer, success="fires_gain",
+                        target=FIRES_TARGET, cost_budget=cfg.cost_budget,
+                        n_samples=cfg.n_select, seed=cfg.select_seed)
+    scale = sweep.best_scale()
+    report = steering_report(model, sae, feature, scale, steer, n_samples=cfg.n_final,
+                             seed=cfg.final_seed)
+    return FeatureResult(feature, scale, sweep, report, cfg)

@@ -183,7 +183,33 @@ def as_concept(concept: Any) -> ConceptLike:
     return concept
 
 
-def occurrences(mask: Sequence[bool], start: int = 0) -> int:
-    """Runs of labelled tokens that begin at or after ``start``: a run counts once (a whole
-    list, a word in sub-word pieces), and a run begun in the prompt is not the model's."""
-    return sum(on and (i == 0 or not mask[i - 1]) for i, on in enumerate(mask) if i >= start)
+def occurrences(mask: Sequence[bool], start: int = 0,
+                pieces: Sequence[str] | None = None) -> int:
+    """How many times a concept occurs in one text, by two documented rules.
+
+    1. A run of labelled tokens counts once (a whole list, a word in sub-word pieces); a
+       run that begins before ``start`` (in the prompt) is not the model's and is not
+       counted.
+    2. With ``pieces`` (each token's display string), an immediate repeat counts once: a
+       run whose text equals the previous run's (case-insensitive) with only punctuation
+       or nothing between them ("fire. fire. fire!") adds nothing, so a degenerate loop
+       cannot inflate the rate.
+    """
+    count, prev_text, prev_end = 0, None, None
+    i, n = 0, len(mask)
+    while i < n:
+        if not mask[i]:
+            i += 1
+            continue
+        j = i
+        while j < n and mask[j]:
+            j += 1
+        text = "".join(pieces[i:j]).strip().lower() if pieces is not None else None
+        between = "".join(pieces[prev_end:i]) if pieces is not None and prev_end is not None else None
+        repeat = (text is not None and text == prev_text and between is not None
+                  and not any(ch.isalnum() for ch in between))
+        if i >= start and not repeat:
+            count += 1
+        prev_text, prev_end = text, j
+        i = j
+    return count

@@ -1,9 +1,17 @@
 """Did steering work? Steered vs unsteered samples with the same seeds, measured.
 
-How often the feature fires on the generated tokens (re-scored by the unsteered model),
-how strongly, what it costs in text quality (mean NLL of the generated tokens under the
-unsteered model, paired by seed) and, given a concept, how often it occurs. Every figure
-is an ``Estimate`` with its 95 % interval (``stats.py``).
+For the generated tokens of each side (re-scored by the *unsteered* model): how often each
+re-scored feature fires, how strongly, the text's cost (mean NLL under the unsteered model;
+the share of repeated 3-grams) and, given a concept, how often it occurs. Then steered
+against unsteered, every figure with its 95 % interval and its sample count:
+
+- ``lift``: concept rate steered / unsteered, an exact Poisson-ratio interval on the
+  pooled counts (``stats.poisson_ratio``); no floor: zero baseline events give an
+  infinite value and a finite lower bound;
+- ``fires_gain``: fire rate steered minus unsteered, paired by seed (Newcombe's interval);
+- ``nll_cost``, ``rep_cost``: paired mean differences (normal interval);
+- ``control``: the same against a random direction of the same norm, same seeds, so a
+  reader sees what any push of that size does.
 """
 from __future__ import annotations
 
@@ -14,14 +22,17 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
 from transformer_lens import HookedTransformer
 
 from sae_steer.config import SteerConfig, steer_config
 from sae_steer.fsutil import write_json_atomic
+from sae_steer.lm import check_sae_fits, display_tokens
 from sae_steer.measure.concepts import as_concept, occurrences
 from sae_steer.measure.rescore import measure
-from sae_steer.measure.stats import Estimate, normal_mean, pooled_rate, wilson
-from sae_steer.steer import Generation, generate_steered, generate_unsteered
+from sae_steer.measure.stats import (Estimate, Ratio, normal_mean, paired_difference, poisson_ratio,
+                                     pooled_rate, repeated_ngram_fraction, wilson)
+from sae_steer.steer import Generation, generate_steered, generate_unsteered, steering
 
 
 @dataclasses.dataclass
@@ -30,36 +41,86 @@ class SideStats:
 
     fires: dict[int, Estimate]
     """Per re-scored feature: fraction of samples in which it fires on a generated token."""
+    fired: dict[int, list[bool]]
+    """Per re-scored feature, per sample: did it fire (what ``fires`` counts)."""
     max_act: dict[int, Estimate]
     mean_act: dict[int, Estimate]
     nll: Estimate
     """Mean NLL (nats/token) of the generated tokens under the unsteered model."""
+    repetition: Estimate
+    """Mean share of repeated 3-grams in the generated tokens (0: none)."""
     concept_rate: Estimate | None
     """The concept's occurrences per 100 generated tokens (when a concept was given)."""
+    concept_samples: Estimate | None
+    """Fraction of samples with at least one occurrence (when a concept was given)."""
     n_tokens: int
+    n_samples: int
     nll_per_sample: list[float]
+    rep_per_sample: list[float]
     concept_counts: list[int]
 
 
-def _side(model, sae, gen: Generation, features: Sequence[int], concept: Any,
-          threshold: float) -> SideStats:
+def side_stats(model: HookedTransformer, sae: Any, gen: Generation, features: Sequence[int],
+               concept: Any = None, threshold: float = 0.0) -> SideStats:
+    """Measure one set of samples on its generated tokens (see ``SideStats``)."""
     m = measure(model, sae, gen.tokens, features)
     p = gen.prompt_len
     new_acts = [a[p:] for a in m.acts]
-    nll = [float(x[p - 1 :].mean()) if len(x) >= p else math.nan for x in m.nll]
-    nll = [v if len(a) else math.nan for v, a in zip(nll, new_acts)]
-    fires, max_act, mean_act = {}, {}, {}
+    nll = [float(x[p - 1 :].mean()) if len(x) >= p and len(a) else math.nan
+           for x, a in zip(m.nll, new_acts)]
+    rep = [repeated_ngram_fraction(row[p:].tolist()) for row in gen.tokens]
+    fires, fired, max_act, mean_act = {}, {}, {}, {}
     for k, f in enumerate(features):
         col = [a[:, k] for a in new_acts]
-        fires[f] = wilson(sum(bool((c > threshold).any()) for c in col), len(col))
+        fired[f] = [bool((c > threshold).any()) for c in col]
+        fires[f] = wilson(sum(fired[f]), len(col))
         max_act[f] = normal_mean([float(c.max()) if len(c) else 0.0 for c in col])
         mean_act[f] = normal_mean([float(c.mean()) if len(c) else math.nan for c in col])
-    counts, rate = [], None
+    counts, rate, share = [], None, None
     if concept is not None:
-        counts = [occurrences(concept.mask(model, row.tolist()), p) for row in gen.tokens]
+        for row in gen.tokens:
+            ids = row.tolist()
+            counts.append(occurrences(concept.mask(model, ids), p, display_tokens(model, ids)))
         rate = pooled_rate(counts, [len(a) for a in new_acts])
-    return SideStats(fires, max_act, mean_act, normal_mean(nll), rate,
-                     sum(len(a) for a in new_acts), nll, counts)
+        share = wilson(sum(c > 0 for c in counts), len(counts))
+    return SideStats(fires, fired, max_act, mean_act, normal_mean(nll), normal_mean(rep), rate,
+                     share, sum(len(a) for a in new_acts), len(gen.tokens), nll, rep, counts)
+
+
+@dataclasses.dataclass
+class Comparison:
+    """One side against the unsteered baseline, sample by sample (same seeds)."""
+
+    fires_gain: dict[int, Estimate]
+    """Per re-scored feature: fire rate minus the baseline's (paired difference)."""
+    nll_cost: Estimate
+    """Mean NLL minus the baseline's, paired by seed (nats/token)."""
+    rep_cost: Estimate
+    """Share of repeated 3-grams minus the baseline's, paired by seed."""
+    lift: Ratio | None
+    """Concept rate / the baseline's, exact Poisson-ratio interval (when a concept was given)."""
+
+
+def compare(side: SideStats, base: SideStats) -> Comparison:
+    gains = {f: paired_difference(side.fired[f], base.fired[f]) for f in side.fired}
+    cost = normal_mean([a - b for a, b in zip(side.nll_per_sample, base.nll_per_sample)])
+    rep = normal_mean([a - b for a, b in zip(side.rep_per_sample, base.rep_per_sample)])
+    lift = None
+    if side.concept_rate is not None:
+        lift = poisson_ratio(sum(side.concept_counts), max(side.n_tokens, 1),
+                             sum(base.concept_counts), max(base.n_tokens, 1))
+    return Comparison(gains, cost, rep, lift)
+
+
+@dataclasses.dataclass
+class Control:
+    """A random direction of the steering vector's norm, sampled with the same seeds."""
+
+    norm: float
+    """Norm of the vector added (equal to the feature's steering vector)."""
+    seed: int
+    side: SideStats
+    vs_unsteered: Comparison
 
 
 @dataclasses.dataclass
@@ -72,55 +133,99 @@ class SteeringReport:
     """The concept's name (when one was given)."""
     steered: SideStats
     unsteered: SideStats
-    nll_cost: Estimate
-    """Steered minus unsteered mean NLL, paired by seed."""
-    concept_lift: float | None
-    """Steered / unsteered concept rate; a zero unsteered count is floored at 0.5 occurrences."""
+    vs_unsteered: Comparison
+    control: Control | None
     generations: tuple[Generation, Generation]
     config: SteerConfig = dataclasses.field(default_factory=SteerConfig)
     """The settings both sides were sampled with."""
 
+    @property
+    def lift(self) -> Ratio | None:
+        return self.vs_unsteered.lift
+
+    @property
+    def concept_lift(self) -> float | None:
+        """Steered / unsteered concept rate (no floor: inf when the baseline has none)."""
+        return None if self.lift is None else self.lift.value
+
+    @property
+    def nll_cost(self) -> Estimate:
+        return self.vs_unsteered.nll_cost
+
+    @property
+    def rep_cost(self) -> Estimate:
+        return self.vs_unsteered.rep_cost
+
+    @property
+    def fires_gain(self) -> dict[int, Estimate]:
+        return self.vs_unsteered.fires_gain
+
     def row(self, feature: int | None = None) -> dict[str, Any]:
         """One flat summary row for tables (acts for ``feature``, default the steered one)."""
         f = self.feature if feature is None else feature
-        s, u = self.steered, self.unsteered
+        s, u, g = self.steered, self.unsteered, self.fires_gain[f]
         out = {"feature": self.feature, "scale": round(self.scale, 3), "mode": self.mode,
-               "fires_steered": s.fires[f].value, "fires_unsteered": u.fires[f].value,
+               "n_samples": s.n_samples, "fires_steered": s.fires[f].value,
+               "fires_unsteered": u.fires[f].value, "fires_gain": g.value,
+               "fires_gain_lo": g.lo, "fires_gain_hi": g.hi,
                "max_act_steered": s.max_act[f].value, "max_act_unsteered": u.max_act[f].value,
-               "nll_steered": s.nll.value, "nll_unsteered": u.nll.value,
-               "nll_cost": self.nll_cost.value}
-        if self.concept is not None:
+               "nll_cost": self.nll_cost.value, "nll_cost_hi": self.nll_cost.hi,
+               "rep_cost": self.rep_cost.value}
+        if self.lift is not None:
             out.update(concept=self.concept, rate_steered=s.concept_rate.value,
-                       rate_unsteered=u.concept_rate.value, lift=self.concept_lift)
+                       rate_unsteered=u.concept_rate.value, lift=self.lift.value,
+                       lift_lo=self.lift.lo, lift_hi=self.lift.hi,
+                       events_steered=self.lift.numerator, events_unsteered=self.lift.denominator)
+        if self.control is not None:
+            c = self.control.vs_unsteered
+            out.update(control_fires_gain=c.fires_gain[f].value, control_nll_cost=c.nll_cost.value)
+            if c.lift is not None:
+                out.update(control_lift=c.lift.value, control_lift_hi=c.lift.hi)
         return out
-
 
     def save(self, directory: str | os.PathLike) -> Path:
         """Write ``report.json`` (the summary row) beside ``steer_config.json``."""
         directory = Path(directory)
         self.config.save_json(directory / "steer_config.json")
-        write_json_atomic(directory / "report.json", self.row())
+        write_json_atomic(directory / "report.json", _json_safe(self.row()))
         return directory
 
 
-def _lift(s: SideStats, u: SideStats) -> float:
-    floor = 100 * 0.5 / max(u.n_tokens, 1)
-    return s.concept_rate.value / max(u.concept_rate.value, floor)
+def _json_safe(row: dict[str, Any]) -> dict[str, Any]:
+    # JSON has no inf/NaN: write them as strings a reader can still parse with float()
+    return {k: (str(v) if isinstance(v, float) and not math.isfinite(v) else v)
+            for k, v in row.items()}
+
+
+def random_control(model: HookedTransformer, sae: Any, gen: Generation, cfg: SteerConfig,
+                   features: Sequence[int], concept: Any, base: SideStats) -> Control:
+    """Sample with a random direction of the steering vector's norm (same seeds) and measure."""
+    hook = check_sae_fits(model, sae.cfg)
+    row = sae.W_dec[gen.feature].detach().float()
+    norm = abs(gen.scale) * float(row.norm())
+    seed = cfg.seed * 7919 + gen.feature  # fixed per (seed, feature): reproducible
+    direction = torch.randn(row.shape[0], generator=torch.Generator().manual_seed(seed))
+    with steering(model, hook, direction / direction.norm(), norm):
+        pushed = generate_unsteered(model, cfg)
+    side = side_stats(model, sae, pushed, features, concept, cfg.fire_threshold)
+    return Control(norm, seed, side, compare(side, base))
 
 
 def steering_report(
     model: HookedTransformer, sae: Any, feature: int, scale: float,
     cfg: SteerConfig | None = None, *, concept: Any = None,
     rescore_features: Sequence[int] | None = None, unsteered: Generation | None = None,
-    **settings: Any,
+    control: bool = True, **settings: Any,
 ) -> SteeringReport:
     """Steered vs unsteered samples with the same seeds, measured on the generated tokens.
 
     ``cfg`` holds the sampling settings (default ``SteerConfig(n_samples=32)``; keyword
-    ``settings`` are shortcuts for its fields, e.g. ``n_samples=64``). ``concept`` (a ``Concept``) adds its rate per 100
-    tokens and the lift. ``rescore_features`` (default: the steered feature) are re-scored
-    on both sides, e.g. add the concept's on-word feature. Pass ``unsteered`` to reuse a
-    baseline drawn with the same prompt, length, seed and n_samples.
+    ``settings`` are shortcuts for its fields, e.g. ``n_samples=64``). ``concept`` (a
+    ``Concept``) adds its rate per 100 tokens and the lift. ``rescore_features`` (default:
+    the steered feature) are re-scored on both sides, e.g. add the concept's on-word
+    feature. Pass ``unsteered`` to reuse a baseline drawn with the same prompt, length,
+    seed and n_samples. ``control=False`` skips the random-direction control (sweeps do,
+    to select; a measured report should keep it).
     """
     cfg = steer_config(cfg or SteerConfig(n_samples=32), **settings)
     concept = as_concept(concept) if concept is not None else None
@@ -129,10 +234,9 @@ def steering_report(
     if base.seeds != gen.seeds:
         raise ValueError("the unsteered baseline was sampled with other seeds/n_samples")
     features = list(dict.fromkeys([gen.feature, *(rescore_features or [])]))
-    s = _side(model, sae, gen, features, concept, cfg.fire_threshold)
-    u = _side(model, sae, base, features, concept, cfg.fire_threshold)
-    cost = normal_mean([a - b for a, b in zip(s.nll_per_sample, u.nll_per_sample)])
-    lift = _lift(s, u) if concept is not None else None
+    s = side_stats(model, sae, gen, features, concept, cfg.fire_threshold)
+    u = side_stats(model, sae, base, features, concept, cfg.fire_threshold)
+    ctrl = random_control(model, sae, gen, cfg, features, concept, u) if control else None
     return SteeringReport(gen.feature, gen.scale, cfg.mode,
-                          concept.name if concept is not None else None, s, u, cost, lift,
-                          (gen, base), cfg)
+                          concept.name if concept is not None else None, s, u, compare(s, u),
+                          ctrl, (gen, base), cfg)

@@ -149,7 +149,11 @@ def paired_difference(steered: Sequence[bool], baseline: Sequence[bool]) -> Esti
     p1, p2 = (a + b_) / n, (a + c) / n
     w1, w2 = wilson(a + b_, n), wilson(a + c, n)
     denom = (a + b_) * (c + d) * (a + c) * (b_ + d)
-    phi = (a * d - b_ * c) / math.sqrt(denom) if denom > 0 else 0.0
+    # Newcombe's continuity-corrected correlation: without the n/2 term, all-concordant pairs
+    # (phi = 1) would give a zero-width interval
+    ad_bc = a * d - b_ * c
+    phi = ((max(ad_bc - n / 2, 0.0) if ad_bc > 0 else ad_bc) / math.sqrt(denom)
+           if denom > 0 else 0.0)
     delta = math.sqrt(max(0.0, (p1 - w1.lo) ** 2 - 2 * phi * (p1 - w1.lo) * (w2.hi - p2)
                           + (w2.hi - p2) ** 2))
     eps = math.sqrt(max(0.0, (w1.hi - p1) ** 2 - 2 * phi * (w1.hi - p1) * (p2 - w2.lo)

@@ -15,6 +15,9 @@ Features" (EMNLP 2025), simplified to what one batched pass can measure:
   coincides with what it writes. NaN for a feature that never fired in the search.
 
 ``top_rank`` is the best rank (0 = most likely) any of those tokens reaches after the push.
+``self_score`` (with a search) is the output score read on the tokens the feature *fires
+on* instead of its logit-lens tokens: how much its push makes the model write what it
+reads, which is what "the feature fires more in steered text" needs.
 High output score, not high max activation, is how features are offered for steering.
 """
 from __future__ import annotations
@@ -49,13 +52,16 @@ class FeatureScores:
     """Best rank any of its top-k logit-lens tokens reaches after the push (0 = first)."""
     promoted: Tensor
     """``[d_sae, k]`` its top-k logit-lens token ids."""
+    self_score: Tensor
+    """The output score read on its top-k fired-on tokens (NaN: no search, or never fired)."""
     scale: float
     """The push, as a multiple of the typical residual norm."""
     n_prompts: int
 
-    def top(self, n: int = 20, *, alive: Tensor | None = None) -> list[int]:
-        """The ``n`` features with the highest output score (among ``alive`` ones if given)."""
-        score = self.output_score.clone()
+    def top(self, n: int = 20, *, alive: Tensor | None = None, by: str = "output_score"
+            ) -> list[int]:
+        """The ``n`` features with the highest ``by`` score (among ``alive`` ones if given)."""
+        score = torch.nan_to_num(getattr(self, by).clone(), nan=-math.inf)
         if alive is not None:
             score[~alive.bool()] = -math.inf
         order = score.argsort(descending=True)
@@ -68,6 +74,7 @@ class FeatureScores:
             words = display_tokens(model, self.promoted[f, :n_tokens].tolist())
             out.append({"feature": int(f), "output_score": float(self.output_score[f]),
                         "input_score": float(self.input_score[f]),
+                        "self_score": float(self.self_score[f]),
                         "top_rank": int(self.top_rank[f]),
                         "promotes": " ".join(w.strip() or repr(w) for w in words)})
         return out
@@ -118,7 +125,8 @@ def feature_scores(
     d_sae, n = W_dec.shape[0], tokens.shape[0]
     promoted = torch.stack([unembed_direction(model, W_dec[f]).topk(k).indices.cpu()
                             for f in range(d_sae)])  # [d_sae, k]
-    output = torch.zeros(d_sae)
+    fired_on = _fired_on(search, d_sae, k)  # [d_sae, k], -1 where unknown
+    output, self_out = torch.zeros(d_sae), torch.full((d_sae,), math.nan)
     rank = torch.zeros(d_sae, dtype=torch.long)
     chunk = max(1, 256 // n)  # rows x vocabulary probabilities per pass stay ~50 MB
     for lo in tqdm(range(0, d_sae, chunk), desc="feature scores", unit="chunk",
@@ -127,23 +135,46 @@ def feature_scores(
         delta = (scale * resid_norm * units[feats]).to(resid.device, resid.dtype)  # [c, d_model]
         pushed = resid.repeat(len(feats), 1, 1) + delta.repeat_interleave(n, dim=0)[:, None, :]
         probs = _last_position_probs(model, pushed, start).view(len(feats), n, -1)
-        ids = promoted[feats].to(probs.device)  # [c, k]
-        after = probs.gather(2, ids[:, None, :].expand(-1, n, -1))  # [c, n, k]
-        before = base[None].expand(len(feats), -1, -1).gather(2, ids[:, None, :].expand(-1, n, -1))
-        output[feats] = (after - before).max(dim=2).values.mean(dim=1).cpu()
+        after = probs.gather(2, promoted[feats].to(probs.device)[:, None, :].expand(-1, n, -1))
+        output[feats] = _gain(probs, base, promoted[feats]).cpu()
+        if fired_on is not None:
+            own = fired_on[feats]
+            known = (own >= 0).any(dim=1)
+            gain = _gain(probs, base, own.clamp_min(0), valid=own >= 0).cpu()
+            self_out[feats] = torch.where(known, gain, torch.full_like(gain, math.nan))
         ascending = probs.sort(dim=2).values  # rank of p = how many tokens are more likely
         ranks = probs.shape[2] - torch.searchsorted(ascending, after.contiguous(), right=True)
         rank[feats] = ranks.min(dim=2).values.float().mean(dim=1).round().long().cpu()
-    return FeatureScores(output, _input_scores(search, promoted, d_sae), rank, promoted,
+    return FeatureScores(output, _input_scores(fired_on, promoted), rank, promoted, self_out,
                          float(scale), n)
 
 
-def _input_scores(search: FeatureSearch | None, promoted: Tensor, d_sae: int) -> Tensor:
-    out = torch.full((d_sae,), math.nan)
+def _gain(probs: Tensor, base: Tensor, ids: Tensor, valid: Tensor | None = None) -> Tensor:
+    """Mean over prompts of the largest probability gain among ``ids [c, k]`` per feature."""
+    c, n, _ = probs.shape
+    idx = ids.to(probs.device)[:, None, :].expand(-1, n, -1)
+    gain = probs.gather(2, idx) - base[None].expand(c, -1, -1).gather(2, idx)  # [c, n, k]
+    if valid is not None:
+        gain = gain.masked_fill(~valid.to(gain.device)[:, None, :], -math.inf)
+    return gain.max(dim=2).values.mean(dim=1)
+
+
+def _fired_on(search: FeatureSearch | None, d_sae: int, k: int) -> Tensor | None:
+    """``[d_sae, k]`` the tokens each feature fires on most (by summed activation), or None."""
     if search is None:
+        return None
+    if search.d_sae != d_sae:
+        raise ValueError(f"the search covers {search.d_sae} features, the SAE has {d_sae}")
+    sums, ids = search.tensors["tok_sum"], search.tensors["tok_id"]
+    order = sums.argsort(dim=1, descending=True)[:, :k]
+    return ids.gather(1, order)
+
+
+def _input_scores(fired_on: Tensor | None, promoted: Tensor) -> Tensor:
+    out = torch.full((promoted.shape[0],), math.nan)
+    if fired_on is None:
         return out
-    fired_on = search.tensors["tok_id"][:, : promoted.shape[1]]  # [d_sae, k] by summed act
-    for f in range(d_sae):
+    for f in range(promoted.shape[0]):
         ids = {int(t) for t in fired_on[f] if int(t) >= 0}
         if ids:
             out[f] = len(ids & set(promoted[f].tolist())) / len(ids)

@@ -4,12 +4,14 @@ Generation is our own short sampling loop over TransformerLens's KV cache (``_sa
 it gives every sample its own random stream, so the same seed gives the same text steered
 or not, and steered minus unsteered measures the steering, not sampling noise. The
 settings travel as one ``SteerConfig``. ``typical_resid_norm`` lives here because it
-measures the norm on the model's own samples.
+measures the norm on the model's own samples. With ``positions="generated"`` the sampler
+tells the steering hook where each pass starts (``Positions.offset``), so cached and
+uncached runs steer the same positions.
 """
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -18,10 +20,10 @@ from torch import Tensor
 from transformer_lens import HookedTransformer
 from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
 
-from sae_steer.config import SteerConfig, check_number, steer_config
+from sae_steer.config import SteerConfig, steer_config
 from sae_steer.lm import hook_activations, check_sae_fits, to_text
-from sae_steer.sae import feature_index
-from sae_steer.steer.hooks import SteeringStats, steered, steering_direction, to_absolute_scale
+from sae_steer.steer.hooks import Positions, SteeringStats, feature_scales, steered
+from sae_steer.steer.units import to_absolute_scales
 
 
 @dataclasses.dataclass
@@ -33,9 +35,12 @@ class Generation:
     prompt_len: int
     seeds: list[int]
     feature: int | None = None
+    """The steered feature (with several: the first one listed)."""
     scale: float = 0.0
-    """Absolute scale actually applied (clamp mode: the clamp value)."""
+    """Absolute scale actually applied to ``feature`` (clamp mode: the clamp value)."""
     mode: str | None = None
+    features: dict[int, float] = dataclasses.field(default_factory=dict)
+    """Every steered feature and its absolute scale (clamp mode: clamp value)."""
     stats: SteeringStats | None = None
     config: SteerConfig | None = None
     """The settings the samples were drawn with."""
@@ -97,31 +102,34 @@ def pad_rows(rows: Sequence[Tensor], fill: int = -1) -> tuple[Tensor, Tensor]:
 
 @torch.no_grad()
 def _sample(
-    model: HookedTransformer, prompt: Tensor, max_new_tokens: int, seeds: list[int],
-    temperature: float, use_kv_cache: bool = True, stop_at_eos: bool = True,
+    model: HookedTransformer, prompt: Tensor, seeds: list[int], cfg: SteerConfig,
+    gate: Positions | None = None,
 ) -> Int[Tensor, "n new"]:
     """Sample ``len(seeds)`` continuations of ``prompt`` in one batch.
 
     Each row draws one uniform number per step from its own CPU generator and samples by
     inverse CDF, so a row's text depends only on its seed and its logits: batching, device and
-    steering do not reshuffle the random numbers (steered vs unsteered share them).
+    steering do not reshuffle the random numbers (steered vs unsteered share them). ``gate``
+    (a steering hook's positions) learns each pass's first absolute position.
     """
-    device = model.cfg.device
+    device, use_kv_cache = model.cfg.device, cfg.use_kv_cache
     gens = [torch.Generator().manual_seed(s) for s in seeds]
     n = len(seeds)
-    eos = model.tokenizer.eos_token_id if model.tokenizer is not None and stop_at_eos else None
+    eos = model.tokenizer.eos_token_id if model.tokenizer is not None and cfg.stop_at_eos else None
     tokens = prompt.to(device).unsqueeze(0).expand(n, -1).contiguous()
     cache = TransformerLensKeyValueCache.init_cache(model.cfg, device, n) if use_kv_cache else None
     finished = torch.zeros(n, dtype=torch.bool, device=device)
     new: list[Tensor] = []
     step_input = tokens
-    for _ in range(max_new_tokens):
+    for _ in range(cfg.max_new_tokens):
+        if gate is not None:  # a cached pass starts where the cache ends
+            gate.offset = tokens.shape[1] - step_input.shape[1]
         # An explicit all-ones mask: otherwise TransformerLens masks any sampled token that
         # equals the tokenizer's pad id, and cached and uncached runs would disagree.
         ones = torch.ones_like(step_input)
         logits = model(step_input, past_kv_cache=cache, attention_mask=ones)[:, -1].float()
         u = torch.cat([torch.rand(1, generator=g) for g in gens]).to(device)
-        nxt = _pick(logits, u, temperature)
+        nxt = _pick(logits, u, cfg.temperature)
         if eos is not None:
             nxt = torch.where(finished, torch.full_like(nxt, eos), nxt)
             finished |= nxt == eos
@@ -195,37 +203,42 @@ def generate_unsteered(model: HookedTransformer, cfg: SteerConfig | None = None,
     """
     cfg = steer_config(cfg, **settings)
     prompt, seeds = _draw(model, cfg)
-    new = _sample(model, prompt, cfg.max_new_tokens, seeds, cfg.temperature, cfg.use_kv_cache,
-                  cfg.stop_at_eos)
-    return _finish(model, prompt, new, seeds, cfg)
+    return _finish(model, prompt, _sample(model, prompt, seeds, cfg), seeds, cfg)
 
 
 def generate_steered(
-    model: HookedTransformer, sae: Any, feature: int, scale: float,
-    cfg: SteerConfig | None = None, *, resid_norm: float | None = None,
+    model: HookedTransformer, sae: Any, feature: int | Mapping[int, float],
+    scale: float | None = None, cfg: SteerConfig | None = None, *, max_act: Any = None,
     hook_name: str | None = None, **settings: Any,
 ) -> Generation:
-    """``cfg.n_samples`` texts from ``cfg.prompt`` while steering with SAE feature ``feature``.
+    """``cfg.n_samples`` texts from ``cfg.prompt`` while steering with SAE feature ``feature``
+    at ``scale``, or with several features at once: ``{feature: scale, ...}`` (no ``scale``).
 
     Batched; sample j uses generator seed ``sample_seed(cfg.seed, j)`` for both steered and
     unsteered runs, so they are comparable token by token. Stops at end-of-text (texts and
-    tokens are cut before the first EOS). With ``cfg.scale_unit="relative"``, ``scale`` is
-    a multiple of the typical residual norm at the hook (``resid_norm``; measured when
-    None). Keyword ``settings`` are shortcuts for ``SteerConfig`` fields. Every input is
-    checked before any hook is attached; no hook is left afterwards.
+    tokens are cut before the first EOS). Scales are in ``cfg.scale_unit``: absolute;
+    ``"relative"``, a multiple of the typical residual norm at the hook (``cfg.resid_norm``;
+    measured when None); or ``"max_act"``, a multiple of each feature's max activation in a
+    search, given as ``max_act=search.max_act``. ``cfg.positions="generated"`` leaves the
+    prompt alone and steers every generated position. Keyword ``settings`` are shortcuts
+    for ``SteerConfig`` fields. Every input is checked before any hook is attached; no hook
+    is left afterwards.
     """
+    if isinstance(scale, SteerConfig) and cfg is None:  # generate_steered(m, sae, {..}, cfg)
+        scale, cfg = None, scale
     cfg = steer_config(cfg, **settings)
-    feature = feature_index(feature, sae.cfg.d_sae)
-    scale = check_number(scale, "scale")
+    scales = feature_scales(feature, scale, sae.cfg.d_sae)
     hook_name = check_sae_fits(model, sae.cfg, hook_name)
     prompt, seeds = _draw(model, cfg)
-    if cfg.scale_unit == "relative":
-        norm = resid_norm if resid_norm is not None else typical_resid_norm(model, hook_name)
-        unit = sae.W_dec[feature] if cfg.mode == "clamp" else steering_direction(sae, feature, cfg.mode)
-        scale = to_absolute_scale(scale, norm, unit.detach())
-    with steered(model, sae, feature, scale, cfg.mode, hook_name) as stats:
-        new = _sample(model, prompt, cfg.max_new_tokens, seeds, cfg.temperature,
-                      cfg.use_kv_cache, cfg.stop_at_eos)
+    norm = cfg.resid_norm
+    if cfg.scale_unit == "relative" and norm is None:
+        norm = typical_resid_norm(model, hook_name)
+    scales = to_absolute_scales(sae, scales, cfg.scale_unit, cfg.mode, resid_norm=norm,
+                                max_act=max_act)
+    gate = Positions(len(prompt) if cfg.positions == "generated" else 0)
+    with steered(model, sae, scales, None, cfg.mode, hook_name, gate) as stats:
+        new = _sample(model, prompt, seeds, cfg, gate)
     out = _finish(model, prompt, new, seeds, cfg)
-    out.feature, out.scale, out.mode, out.stats = feature, scale, cfg.mode, stats
+    out.feature, out.scale = next(iter(scales.items()))
+    out.mode, out.stats, out.features = cfg.mode, stats, scales
     return out

@@ -1,16 +1,20 @@
-"""Steering hooks: push a feature's direction into the residual stream while the model runs.
+"""Steering hooks: push features' directions into the residual stream while the model runs.
 
-Three ways to steer with SAE feature ``i`` at the SAE's hook:
+Three ways to steer with SAE features ``{i: scale_i, ...}`` (one or several) at the hook:
 
-- ``decoder_row`` (the seed's method): add ``scale * W_dec[i]`` at every position.
-- ``clamp`` (Anthropic's method): encode the activation, set feature i to ``scale``, decode,
-  and add back the SAE's reconstruction error so every other feature passes through as is.
-- ``decoder_onehot`` (a pitfall, kept only to show it): add ``scale * sae.decode(onehot_i)``,
-  which is ``scale * (W_dec[i] + b_dec)`` -- the decoder bias swamps the feature.
+- ``decoder_row`` (the seed's method): add ``sum_i scale_i * W_dec[i]``.
+- ``clamp`` (Anthropic's method): encode the activation, set each feature i to ``scale_i``,
+  decode, and add back the SAE's reconstruction error so every other feature passes as is.
+- ``decoder_onehot`` (a pitfall, kept only to show it): add ``sum_i scale_i *
+  sae.decode(onehot_i)``, i.e. ``scale_i * (W_dec[i] + b_dec)`` -- the bias swamps the feature.
+
+Which positions are steered is a ``Positions`` gate: all of them, or those from ``start``
+on (the generated ones), tracked through the KV cache by the sampler setting ``offset``.
 
 Hooks are global state on the model, so every hook here lives inside a context manager
 that removes it on exit -- normal, error or KeyboardInterrupt. Scale units (absolute vs a
-multiple of the typical residual norm) convert here too; the sampler is ``generate.py``.
+multiple of the typical residual norm) convert here (several features, max_act: ``units.py``);
+the sampler is ``generate.py``.
 SAEs are duck-typed (``cfg.d_sae``, ``cfg.d_in``, ``cfg.hook_name``, ``W_dec``, ``encode``,
 ``decode``), so SAELens SAEs steer as well.
 """
@@ -18,7 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import torch
@@ -33,10 +37,43 @@ from sae_steer.sae import feature_index
 
 @dataclasses.dataclass
 class SteeringStats:
-    """What a steering hook did: how many forward passes and token positions it touched."""
+    """What a steering hook did: how many forward passes and token positions it steered."""
 
     calls: int = 0
     positions: int = 0
+
+
+@dataclasses.dataclass
+class Positions:
+    """Which token positions a hook steers: absolute positions ``>= start`` (0: all).
+
+    ``offset`` is the absolute position of the current pass's first token: 0 for a pass over
+    the whole sequence, the KV cache's length for a cached pass. The sampler sets it before
+    every pass; by hand (uncached passes over whole sequences) leave it at 0.
+    """
+
+    start: int = 0
+    offset: int = 0
+
+    def mask(self, act: Tensor) -> Tensor | None:
+        """None when every position of ``act`` is steered, else a bool mask over its positions
+        (shaped to broadcast: ``[pos, 1, ...]``)."""
+        if self.offset >= self.start or act.ndim < 2:
+            return None
+        pos = torch.arange(self.offset, self.offset + act.shape[1], device=act.device)
+        return (pos >= self.start).view(-1, *([1] * (act.ndim - 2)))
+
+
+def as_positions(positions: Positions | int | None) -> Positions:
+    """A ``Positions`` gate from a gate, a start position, or None (every position)."""
+    if positions is None:
+        return Positions()
+    if isinstance(positions, Positions):
+        return positions
+    if isinstance(positions, bool) or not isinstance(positions, int) or positions < 0:
+        raise ValueError(f"positions must be a Positions gate or a start position >= 0, "
+                         f"got {positions!r}")
+    return Positions(int(positions))
 
 
 def check_mode(mode: str) -> str:
@@ -44,6 +81,31 @@ def check_mode(mode: str) -> str:
     if mode not in MODES:
         raise ValueError(f"unknown steering mode {mode!r}; choose one of {', '.join(MODES)}")
     return mode
+
+
+def feature_scales(feature: Any, scale: Any, d_sae: int, name: str = "scale") -> dict[int, float]:
+    """``{feature: scale, ...}`` checked: from one feature and its scale, or from a dict.
+
+    ``name`` names the number in errors ("scale must be finite", "scale of feature 3 ...").
+    """
+    if isinstance(feature, Mapping):
+        if scale is not None:
+            raise ValueError("give the scales in the dict {feature: scale, ...}, not also "
+                             f"scale={scale!r}")
+        if not feature:
+            raise ValueError("no features to steer with: give {feature: scale, ...}")
+        items, label = list(feature.items()), name + " of feature {}"
+    else:
+        if scale is None:
+            raise ValueError("give a scale: (feature, scale) or a dict {feature: scale, ...}")
+        items, label = [(feature, scale)], name
+    out: dict[int, float] = {}
+    for f, s in items:
+        i = feature_index(f, d_sae)
+        if i in out:
+            raise ValueError(f"feature {i} is listed twice")
+        out[i] = check_number(s, label.format(i))
+    return out
 
 
 @contextlib.contextmanager
@@ -57,25 +119,33 @@ def hooked(model: HookedTransformer, hook_name: str, fn: Callable) -> Iterator[N
     assert attached_hook_count(model) == before, "steering hook leaked"
 
 
-def _count(stats: SteeringStats, act: Tensor) -> None:
+def _gated(stats: SteeringStats, gate: Positions, act: Tensor, delta: Tensor) -> Tensor:
+    """``act + delta`` at the gate's positions (``act`` untouched elsewhere), counted."""
+    mask = gate.mask(act)
     stats.calls += 1
-    stats.positions += act.shape[0] * act.shape[1] if act.ndim >= 3 else act.shape[0]
+    per_pos = act.shape[0] if act.ndim >= 3 else 1
+    n_pos = act.shape[1] if act.ndim >= 3 else act.shape[0]
+    if mask is None:
+        stats.positions += per_pos * n_pos
+        return act + delta
+    stats.positions += per_pos * int(mask.sum())
+    return torch.where(mask, act + delta, act)
 
 
 @contextlib.contextmanager
 def steering(
-    model: HookedTransformer,
-    hook_name: str,
-    direction: Float[Tensor, " d_model"],
-    scale: float,
+    model: HookedTransformer, hook_name: str, direction: Float[Tensor, " d_model"],
+    scale: float, positions: Positions | int | None = None,
 ) -> Iterator[SteeringStats]:
-    """Add ``scale * direction`` at ``hook_name`` at every position of every forward pass.
+    """Add ``scale * direction`` at ``hook_name`` at every steered position of every pass.
 
-    That includes the prompt pass and each length-1 pass of KV-cached generation. Yields a
-    ``SteeringStats`` that counts the passes and positions steered. Works with any
+    By default that is every position, including the prompt pass and each length-1 pass of
+    KV-cached generation; ``positions`` (a start, or a ``Positions`` gate) limits it. Yields
+    a ``SteeringStats`` that counts the passes and positions steered. Works with any
     ``HookedTransformer``; ``direction`` is moved to the activation's device and dtype.
     """
     scale = check_number(scale, "scale")
+    gate = as_positions(positions)
     validate_hook(model, hook_name)
     direction = torch.as_tensor(direction).detach()
     width = hook_width(model, hook_name)
@@ -90,11 +160,10 @@ def steering(
     moved: dict[tuple, Tensor] = {}
 
     def add(act: Float[Tensor, "batch pos d_model"], hook: Any) -> Tensor:
-        _count(stats, act)
         key = (act.device, act.dtype)
         if key not in moved:  # move once, not on every one of the length-1 passes
             moved[key] = delta.to(device=act.device, dtype=act.dtype)
-        return act + moved[key]
+        return _gated(stats, gate, act, moved[key])
 
     with hooked(model, hook_name, add):
         yield stats
@@ -102,26 +171,33 @@ def steering(
 
 @contextlib.contextmanager
 def clamping(
-    model: HookedTransformer, sae: Any, feature: int, value: float, hook_name: str | None = None
+    model: HookedTransformer, sae: Any, feature: int | Mapping[int, float],
+    value: float | None = None, hook_name: str | None = None,
+    positions: Positions | int | None = None,
 ) -> Iterator[SteeringStats]:
-    """Clamp SAE feature ``feature`` to ``value`` at every position, keeping the SAE's error.
+    """Clamp SAE feature ``feature`` to ``value`` (or each of ``{feature: value, ...}``),
+    keeping the SAE's error, at every steered position (``positions`` as in ``steering``).
 
-    ``x -> decode(f with f_i := value) + (x - decode(f))``. Because the decoder is linear this
-    equals ``x + (value - f_i) * W_dec[i]``, which we compute directly: it is exact when
-    ``value`` equals the feature's own activation, and every other feature passes untouched.
+    ``x -> decode(f with f_i := value_i) + (x - decode(f))``. Because the decoder is linear
+    this equals ``x + sum_i (value_i - f_i) * W_dec[i]``, which we compute directly: exact
+    when each value equals the feature's own activation; every other feature passes as is.
     """
-    value = check_number(value, "clamp value")
-    feature = feature_index(feature, sae.cfg.d_sae)
+    values = feature_scales(feature, value, sae.cfg.d_sae, "clamp value")
+    gate = as_positions(positions)
     hook_name = check_sae_fits(model, sae.cfg, hook_name)
     stats = SteeringStats()
     w_dec = sae.W_dec.detach()
+    idx = torch.tensor(list(values), device=w_dec.device)
+    target = torch.tensor(list(values.values()), device=w_dec.device, dtype=w_dec.dtype)
+    rows = w_dec[idx]  # [n, d_in]
 
     def clamp(act: Float[Tensor, "batch pos d_model"], hook: Any) -> Tensor:
-        _count(stats, act)
         x = act.to(device=w_dec.device, dtype=w_dec.dtype)
         with torch.no_grad():
-            f_i = sae.encode(x)[..., feature : feature + 1]
-        return act + ((value - f_i) * w_dec[feature]).to(device=act.device, dtype=act.dtype)
+            f = sae.encode(x)[..., idx]  # [..., n]
+        # broadcast and sum, not a matmul: exact for one feature (its own value -> no change)
+        delta = ((target - f)[..., None] * rows).sum(-2).to(device=act.device, dtype=act.dtype)
+        return _gated(stats, gate, act, delta)
 
     with hooked(model, hook_name, clamp):
         yield stats
@@ -142,21 +218,31 @@ def steering_direction(sae: Any, feature: int, mode: str = "decoder_row") -> Ten
 
 @contextlib.contextmanager
 def steered(
-    model: HookedTransformer, sae: Any, feature: int, scale: float, mode: str = "decoder_row",
-    hook_name: str | None = None,
+    model: HookedTransformer, sae: Any, feature: int | Mapping[int, float],
+    scale: float | None = None, mode: str = "decoder_row", hook_name: str | None = None,
+    positions: Positions | int | None = None,
 ) -> Iterator[SteeringStats]:
-    """Steer with SAE feature ``feature`` in any of the three modes (scale in absolute units)."""
+    """Steer with SAE feature ``feature`` at ``scale``, or with several at once
+    (``{feature: scale, ...}``), in any of the three modes (scales in absolute units).
+
+    ``decoder_row`` adds ``sum scale_i * W_dec[i]``, ``clamp`` clamps each listed feature,
+    ``decoder_onehot`` adds ``sum scale_i * decode(onehot_i)``. ``positions``: as in
+    ``steering`` (default every position).
+    """
     check_mode(mode)
+    scales = feature_scales(feature, scale, sae.cfg.d_sae)
     hook_name = check_sae_fits(model, sae.cfg, hook_name)
     if mode == "clamp":
-        ctx = clamping(model, sae, feature, scale, hook_name)
+        ctx = clamping(model, sae, scales, None, hook_name, positions)
     else:
-        ctx = steering(model, hook_name, steering_direction(sae, feature, mode), scale)
+        direction = sum(s * steering_direction(sae, i, mode).float() for i, s in scales.items())
+        ctx = steering(model, hook_name, direction, 1.0, positions)
     with ctx as stats:
         yield stats
 
 
 # ---------------------------------------------------------------- scale units
+# (several features at once, and the max_act unit: units.py)
 
 
 def to_absolute_scale(relative: float, resid_norm: float, direction: Tensor) -> float:
@@ -167,3 +253,4 @@ def to_absolute_scale(relative: float, resid_norm: float, direction: Tensor) -> 
 def to_relative_scale(absolute: float, resid_norm: float, direction: Tensor) -> float:
     """Inverse of ``to_absolute_scale``: the steering vector's norm over the typical norm."""
     return float(absolute * direction.float().norm() / resid_norm)
+

@@ -60,6 +60,9 @@ class TrainResult:
     """Input scale used while training (already folded into the SAE's biases)."""
     start_step: int = 0
     """Step this call started from (the checkpoint's step after a resume)."""
+    harvest: dict = dataclasses.field(default_factory=dict)
+    """What the pipeline read (``train.harvest.Harvest.report``): texts, windows, tokens
+    (BOS included), tokens cut, activations harvested, store kind, last epoch."""
 
     @property
     def final(self) -> dict[str, float]:
@@ -69,6 +72,11 @@ class TrainResult:
         """One line of the final metrics, for notebooks and logs."""
         row = self.final
         parts = [f"{self.steps} steps ({int(row.get('tokens', 0)):,} tokens)"]
+        if self.harvest:
+            epochs = self.harvest.get("epochs", 1)
+            parts[0] += (f" from {self.harvest.get('activations', 0):,} harvested activations"
+                         f" of {self.harvest.get('texts', 0):,} texts"
+                         + (f", {epochs} epochs" if epochs > 1 else ""))
         for key, label, fmt in [("explained_variance", "explained variance", "{:.3f}"),
                                 ("l0", "L0", "{:.1f}"), ("dead_fraction", "dead", "{:.1%}"),
                                 ("dense_fraction", "dense", "{:.1%}"),
@@ -104,19 +112,28 @@ def train(
     if resume and (last := checkpoint.latest_checkpoint(checkpoint_dir)) is not None:
         checkpoint.restore_training(last, sae, optimizer, state, cfg)
     start_step = state.step
-    stream = itertools.islice(iter(batches), start_step, None)  # data position = step
+    source = iter(batches)
+    stream = itertools.islice(source, start_step, None)  # data position = step
     start = time.perf_counter()
     bar = tqdm(total=cfg.n_steps, initial=state.step, disable=not progress, desc="train SAE")
+    epoch = None
     try:
         while state.step < cfg.n_steps:
             x = next(stream, None)
             if x is None:
                 warnings.warn(f"the activation stream ran out after {state.step} of "
-                              f"{cfg.n_steps} steps; give more texts for a full run")
+                              f"{cfg.n_steps} steps; give more texts for a full run (or "
+                              "keep them for several epochs: TrainConfig.store/epochs)")
                 break
+            if getattr(source, "epoch", None) != epoch:  # an activation store's epochs
+                epoch = source.epoch
+                bar.set_description(f"train SAE (epoch {epoch})")
             out, x = _step(sae, optimizer, x, state, cfg, checkpoint_dir)
             if state.step % cfg.log_every == 0 or state.step == cfg.n_steps:
-                bar.set_postfix(_short(_log(sae, out, x, state, cfg, eval_fn)))
+                row = _log(sae, out, x, state, cfg, eval_fn)
+                if epoch is not None:
+                    row["epoch"] = epoch
+                bar.set_postfix(_short(row))
             if checkpoint_dir is not None and (
                     state.step == cfg.n_steps or
                     (cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0)):

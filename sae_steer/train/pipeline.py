@@ -1,6 +1,7 @@
 """One call from texts to a trained SAE, a disk cache for it, and the offline reference SAE.
 
-    texts -> lm.token_batches -> lm.activation_batches (hook, no BOS, shuffled)
+    texts -> train.harvest (lm.token_batches windows -> activations at the hook, no BOS,
+             shuffled; streamed, or kept in the activation store for several epochs)
           -> train.loop.train (+ CE-increase eval on held-out texts) -> SAE
 
 ``train_sae`` is what notebooks call; ``fit_sae`` returns the metrics history too.
@@ -25,12 +26,16 @@ from transformer_lens import HookedTransformer
 from sae_steer.config import SAEConfig, TrainConfig
 from sae_steer.fingerprint import model_fingerprint
 from sae_steer.fsutil import atomic_dir, cache_dir, exclusive_lock, write_json_atomic
-from sae_steer.lm import (activation_batches, ce_loss, check_sae_fits, default_hook_name,
-                          hook_width, load_texts, model_name, token_batches)
+from sae_steer.lm import (ce_loss, check_sae_fits, default_hook_name, hook_width, load_texts,
+                          model_name, token_batches)
 from sae_steer.sae import SAE
+from sae_steer.train.harvest import harvest
 from sae_steer.train.loop import EvalFn, Reconstruct, TrainResult, train
 
 _CACHE_VERSION = 2  # bump when training changes in a way that invalidates cached SAEs
+_KEY_LEGACY = {"long_texts": "truncate", "epochs": None, "store": "stream",
+               "store_budget_bytes": 2 * 1024 ** 3}
+"""TrainConfig values that reproduce the pipeline from before windows and the store."""
 
 
 def fit_sae(
@@ -47,7 +52,9 @@ def fit_sae(
     """Train an SAE on ``model``'s activations at ``hook_name`` over ``texts``.
 
     The first ``train_cfg.eval_sequences`` texts are held out for the CE-loss-increase
-    metric; the rest are streamed once. The SAE's initial weights come from
+    metric; the rest are read whole (windows of ``context_size``) and streamed, or kept in
+    the activation store for several epochs (``TrainConfig.epochs`` / ``store``); the
+    result's ``harvest`` says how much was read. The SAE's initial weights come from
     ``train_cfg.seed``, so one seed gives one result (and ``resume`` can replay it).
     """
     if not isinstance(sae_cfg, SAEConfig) or not isinstance(train_cfg, TrainConfig):
@@ -69,14 +76,15 @@ def fit_sae(
                          "lower TrainConfig.eval_sequences")
     texts = itertools.chain([first] if first is not None else [], texts)
     eval_fn = ce_increase_fn(model, eval_texts, hook_name, train_cfg) if eval_texts else None
-    batches = activation_batches(
-        model, texts, hook_name, batch_size=train_cfg.batch_size,
-        context_size=train_cfg.context_size, model_batch_size=train_cfg.model_batch_size,
-        buffer_batches=train_cfg.buffer_batches, skip_bos=train_cfg.skip_bos,
-        seed=train_cfg.seed)
-    sae = _initial_sae(sae_cfg, train_cfg.seed)
-    return train(sae, batches, train_cfg, checkpoint_dir=checkpoint_dir, resume=resume,
-                 eval_fn=eval_fn, progress=progress)
+    data = harvest(model, texts, hook_name, train_cfg, sae_cfg.d_in, progress=progress)
+    try:
+        sae = _initial_sae(sae_cfg, train_cfg.seed)
+        result = train(sae, data.batches, data.train_cfg, checkpoint_dir=checkpoint_dir,
+                       resume=resume, eval_fn=eval_fn, progress=progress)
+    finally:
+        data.close()  # the store's file on disk, if it spilled
+    result.harvest = data.report()
+    return result
 
 
 def _initial_sae(sae_cfg: SAEConfig, seed: int) -> SAE:
@@ -117,8 +125,11 @@ def _with_metadata(sae_cfg: SAEConfig, model: HookedTransformer, hook_name: str,
 
 def ce_increase_fn(model: HookedTransformer, texts: list[str], hook_name: str,
                    train_cfg: TrainConfig) -> EvalFn:
-    """An ``eval_fn`` for ``train``: CE loss on ``texts`` clean and with the SAE spliced in."""
-    tokens, mask = next(token_batches(model, texts, train_cfg.context_size, len(texts)))
+    """An ``eval_fn`` for ``train``: CE loss on ``texts`` clean and with the SAE spliced in
+    (every window of a text longer than the context, unless ``long_texts="truncate"``)."""
+    windows = list(token_batches(model, texts, train_cfg.context_size, len(texts),
+                                 long_texts=train_cfg.long_texts))
+    tokens, mask = torch.cat([t for t, _ in windows]), torch.cat([m for _, m in windows])
     clean = ce_loss(model, tokens, mask)
 
     def evaluate(reconstruct: Reconstruct) -> dict[str, float]:
@@ -137,12 +148,17 @@ def cache_key(model: HookedTransformer, hook_name: str, sae_cfg: SAEConfig,
     """Hash of what determines a trained SAE: the model's weights, hook, both configs.
 
     Texts are identified by ``sae_cfg.dataset_path``: give different text sources
-    different dataset_path values, or they share a cache entry.
+    different dataset_path values, or they share a cache entry. TrainConfig fields added
+    with whole texts and the activation store are left out while they hold the values
+    that reproduce the earlier pipeline (``_KEY_LEGACY``), so the reference SAE and every
+    config that asks for the old behaviour keep their keys; other values change the key.
     """
     cfg = {k: v for k, v in sae_cfg.to_dict().items() if k != "device"}
+    train = {k: v for k, v in train_cfg.to_dict().items()
+             if not (k in _KEY_LEGACY and v == _KEY_LEGACY[k])}
     model_key = f"{model_name(model)}:{model_fingerprint(model)[:16]}"
     blob = json.dumps({"version": _CACHE_VERSION, "model": model_key,
-                       "hook": hook_name, "sae": cfg, "train": train_cfg.to_dict()},
+                       "hook": hook_name, "sae": cfg, "train": train},
                       sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -168,7 +184,7 @@ def load_or_train(
     metrics = json.loads((directory / "metrics.json").read_text())
     sae = SAE.load(directory, device=sae_cfg.device)
     return TrainResult(sae, metrics["history"], metrics["steps"], metrics["seconds"],
-                       metrics["scale"])
+                       metrics["scale"], harvest=metrics.get("harvest", {}))
 
 
 def load_or_train_sae(model, texts_fn, hook_name, sae_cfg, train_cfg, *, progress=True) -> SAE:
@@ -182,7 +198,7 @@ def _store(directory: Path, result: TrainResult, train_cfg: TrainConfig) -> None
         train_cfg.save_json(tmp / "train_cfg.json")
         write_json_atomic(tmp / "metrics.json", {
             "history": result.history, "steps": result.steps, "seconds": result.seconds,
-            "scale": result.scale})
+            "scale": result.scale, "harvest": result.harvest})
     shutil.rmtree(directory.with_name(directory.name + ".ckpt"), ignore_errors=True)
 
 
@@ -192,7 +208,10 @@ _SMALL_RECIPE = dict(n_steps=1500, batch_size=1024, lr=1e-3, lr_warmup_steps=50,
                      lr_decay_steps=300, l1_coefficient=2.0, l1_warmup_steps=300,
                      dead_after_steps=200, resample_every=250, context_size=128,
                      model_batch_size=64, buffer_batches=16, log_every=100,
-                     eval_sequences=32, checkpoint_every=500, seed=0)
+                     eval_sequences=32, checkpoint_every=500, seed=0,
+                     # the recipe as measured: texts cut at 128 tokens (747 of the 25,000 are
+                     # longer), streamed once; the README's figures are of this SAE
+                     long_texts="truncate", store="stream")
 
 REFERENCE_PRESETS: dict[str, dict] = {
     # d_sae = expansion * d_model. "small" measured on toystories/small (d_model 64):

@@ -80,7 +80,8 @@ def _steer_and_rescore(args: argparse.Namespace, model, sae, search) -> None:
           f"{cands.on_word}), suggested scale {result.relative_scale:g} x the residual norm")
     print(f"on 32 fresh seeds: {rep.steered.concept_rate.value:.2f} vs "
           f"{rep.unsteered.concept_rate.value:.2f} concept occurrences per 100 tokens "
-          f"(lift {rep.concept_lift:.1f}x), text cost {rep.nll_cost.value:+.2f} nats/token")
+          f"(lift {rep.lift}), text cost {rep.nll_cost} nats/token; a random direction of the "
+          f"same norm: lift {rep.control.vs_unsteered.lift}")
     one = steer.replace(n_samples=1, seed=args.seed, resid_norm=rep.config.resid_norm)
     steered = generate_steered(model, sae, feature, rel, one)
     clean = generate_unsteered(model, one)

@@ -83,8 +83,13 @@ def plot_sweep(sweep: Sweep, title: str | None = None):
     """Success and NLL cost against scale, with the target, budget and suggested scale."""
     fig = Figure(figsize=(6.4, 3.6), layout="constrained")
     ax = fig.add_subplot()
-    ax.plot(sweep.scales, sweep.success, "o-", color="tab:blue", label=sweep.success_name)
-    ax.axhline(sweep.target, color="tab:blue", ls=":", lw=1, label=f"target {sweep.target:g}")
+    # an infinite lift (no baseline event) has no height to draw: leave a gap
+    success = [v if math.isfinite(v) else math.nan for v in sweep.success]
+    low = [v if math.isfinite(v) else math.nan for v in sweep.success_low]
+    ax.plot(sweep.scales, success, "o-", color="tab:blue", label=sweep.success_name)
+    ax.plot(sweep.scales, low, "v:", color="tab:blue", label="its lower 95 % bound")
+    ax.axhline(sweep.target, color="tab:blue", ls="--", lw=1,
+               label=f"target {sweep.target:g} (lower bound)")
     ax.set_xlabel(f"scale ({sweep.scale_unit})")
     ax.set_ylabel(sweep.success_name, color="tab:blue")
     cost_ax = ax.twinx()
@@ -98,4 +103,56 @@ def plot_sweep(sweep: Sweep, title: str | None = None):
     ax.legend(handles=handles, fontsize="small", loc="upper left")
     feature = sweep.reports[0].feature if sweep.reports else "?"
     ax.set_title(title or f"feature {feature}: success and cost by scale")
+    return fig
+
+
+def plot_lifts(results: dict, *, target: float | None = None) -> Figure:
+    """Each concept's lift with its 95 % interval, beside a random direction of the same norm.
+
+    ``results`` maps a concept name to a ``ConceptResult`` (``steer_concept``). Log scale;
+    an interval reaching 0 or infinity is drawn to the axis edge.
+    """
+    names = list(results)
+    fig = Figure(figsize=(6.4, 0.7 + 0.55 * len(names)), layout="constrained")
+    ax = fig.add_subplot()
+    finite = [v for r in results.values() for v in (r.report.lift.lo, r.report.lift.hi,
+              r.report.control.vs_unsteered.lift.hi) if math.isfinite(v) and v > 0]
+    lo_edge = min(finite + [0.1]) / 2
+    hi_edge = max(finite + [10.0]) * 2
+
+    def clip(v: float) -> float:
+        return min(max(v, lo_edge), hi_edge) if not math.isnan(v) else lo_edge
+
+    for y, name in enumerate(names):
+        for lift, offset, color, label in (
+                (results[name].report.lift, -0.15, "tab:blue", "steered feature"),
+                (results[name].report.control.vs_unsteered.lift, 0.15, "tab:gray",
+                 "random direction, same norm")):
+            mid = clip(lift.value)
+            ax.errorbar([mid], [y + offset], xerr=[[mid - clip(lift.lo)], [clip(lift.hi) - mid]],
+                        fmt="o", color=color, capsize=3, label=label if y == 0 else None)
+    if target is not None:
+        ax.axvline(target, color="tab:green", ls="--", lw=1, label=f"target {target:g}x")
+    ax.axvline(1.0, color="k", lw=0.8)
+    ax.set_xscale("log")
+    ax.set_xlim(lo_edge, hi_edge)
+    ax.set_yticks(range(len(names)), names)
+    ax.set_xlabel("lift: concept rate steered / unsteered (95 % interval)")
+    ax.legend(fontsize="small", loc="lower right")
+    return fig
+
+
+def plot_feature_scores(scores, *, highlight=(), title: str | None = None) -> Figure:
+    """Input score against output score for every feature (``feature_scores``); the
+    ``highlight`` features are marked and numbered."""
+    out, inp = scores.output_score.numpy(), scores.input_score.numpy()
+    fig = Figure(figsize=(5.6, 4.0), layout="constrained")
+    ax = fig.add_subplot()
+    ax.scatter(out, inp, s=8, alpha=0.5, color="tab:gray", label="features")
+    for f in highlight:
+        ax.scatter([out[f]], [inp[f]], s=30, color="tab:red")
+        ax.annotate(str(f), (out[f], inp[f]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    ax.set_xlabel("output score (probability its own top tokens gain when pushed)")
+    ax.set_ylabel("input score (its fired-on tokens among them)")
+    ax.set_title(title or f"steerability of {len(out)} features (push {scores.scale:g}x norm)")
     return fig

@@ -1,10 +1,11 @@
-"""Widgets: ``SteeringPanel`` (sliders for feature and scale, a Generate button, re-scored
-output) and ``card_widget`` (a feature picker above its card).
+"""Widgets: ``SteeringPanel`` (up to three features with their scales, what each feature
+is, a Generate button, re-scored output) and ``card_widget`` (a feature picker and its card).
 
-The panel shows, for one seed, the steered text, the unsteered text and both re-scored by
-the unsteered model + SAE (blocks and HTML). Its structure is part of the browser test's
-contract: a button labelled "Generate", sliders described "feature" and "scale", and an
-output container ``<div class="steer-output" data-feature=.. data-scale=..>``.
+The panel shows, for one seed, the steered and unsteered texts, both re-scored by the
+unsteered model + SAE. Beside each feature: its top words (a ``FeatureSearch``, else the
+tokens its decoder row promotes) and output score (``feature_scores``). The browser test's
+contract: a "Generate" button, sliders described "feature" and "scale", and an output
+``<div class="steer-output" data-feature=.. data-scale=..>`` (first feature, slider scale).
 
 Nothing imports this module (it needs ipywidgets); it may import everything.
 """
@@ -15,54 +16,156 @@ from typing import Any
 
 import ipywidgets as W
 
-from sae_steer.config import MODES, SteerConfig
-from sae_steer.inspect import FeatureSearch, feature_card
+from sae_steer.config import MODES, SteerConfig, steer_config
+from sae_steer.config.steer import POSITIONS, SCALE_UNITS
+from sae_steer.inspect import FeatureSearch, feature_card, logit_effects
 from sae_steer.measure import rescore
+from sae_steer.measure.steerability import FeatureScores
 from sae_steer.steer import (generate_steered, generate_unsteered, steering_direction,
                              to_relative_scale, typical_resid_norm)
 from sae_steer.ui.views import card_html, rescored_blocks, rescored_html
 
 MODE_LABELS = {"decoder_row": "decoder row", "clamp": "clamp",
                "decoder_onehot": "decoder(onehot)"}
+UNIT_LABELS = {"absolute": "absolute", "relative": "× residual norm",
+               "max_act": "× max activation"}
+POSITION_LABELS = {"all": "all positions", "generated": "generated tokens only"}
+UNIT_RANGES = {"relative": (-2.0, 2.0, 0.01, 0.5), "max_act": (-20.0, 20.0, 0.1, 4.0)}
+"""Scale sliders' (min, max, step, default) per unit; absolute: the panel's scale_range."""
+N_FEATURES = 3  # features steered at once, at most
+esc = html.escape
 
 
-class SteeringPanel:
-    """Interactive steering for one model + SAE. Display it as the last line of a cell."""
+class FeatureInfo:
+    """What the panel says about a feature: its top words and, with scores, its output score."""
 
-    def __init__(
-        self, model: Any, sae: Any, *, feature: int = 0, scale: float = 10.0,
-        scale_range: tuple[float, float] = (-50.0, 50.0), scale_step: float = 0.1,
-        prompt: str = "Once upon a time", max_new_tokens: int = 100, seed: int = 0,
-        mode: str = "decoder_row", temperature: float = 1.0,
-    ):
-        self.model, self.sae, self.temperature = model, sae, temperature
-        d_sae, n_ctx = sae.cfg.d_sae, model.cfg.n_ctx
-        self.feature = W.IntSlider(value=min(feature, d_sae - 1), min=0, max=d_sae - 1,
-                                   description="feature", continuous_update=False)
+    def __init__(self, model: Any, sae: Any, search: FeatureSearch | None = None,
+                 scores: FeatureScores | None = None, n_words: int = 5):
+        self.model, self.sae, self.search, self.scores, self.n = model, sae, search, scores, n_words
+
+    def words(self, i: int) -> str:
+        """The words it fires on most (search), else those its decoder row promotes."""
+        if self.search is None:
+            promoted, _ = logit_effects(self.model, self.sae.W_dec[i].detach(), self.n)
+            return "promotes " + " ".join(w.strip() or repr(w) for w, _ in promoted)
+        try:
+            top = self.search.top_tokens(i, self.model, self.n)
+        except ValueError:  # a dead feature: the search says why
+            return "never fired in the search"
+        return "fires on " + " ".join(w.strip() or repr(w) for w, *_ in top)
+
+    def label(self, i: int) -> str:
+        """HTML: the words, and the output score when scores were given."""
+        score = ("" if self.scores is None else
+                 f" · output score <b>{float(self.scores.output_score[i]):.3f}</b>")
+        return (f'<span class="steer-feature-info" data-feature="{int(i)}">'
+                f"{esc(self.words(i))}{score}</span>")
+
+    def choices(self, n: int = 20) -> list[tuple[str, int]]:
+        """Dropdown options: the ``n`` most steerable (alive) features, labelled by their words."""
+        if self.scores is None:
+            return []
+        alive = self.search.density > 0 if self.search is not None else None
+        return [(f"{i}: {self.words(i)} ({float(self.scores.output_score[i]):.3f})", i)
+                for i in self.scores.top(n, alive=alive)]
+
+
+class FeatureRow:
+    """One steered feature: a slider and number box, its scale slider, and what it is."""
+
+    def __init__(self, n: int, d_sae: int, feature: int, scale: float,
+                 slider_range: tuple[float, float, float], info: FeatureInfo):
+        suffix = "" if n == 1 else f" {n}"
+        self.feature = W.IntSlider(value=min(max(int(feature), 0), d_sae - 1), min=0,
+                                   max=d_sae - 1, description="feature" + suffix,
+                                   continuous_update=False)
         self.feature_box = W.BoundedIntText(value=self.feature.value, min=0, max=d_sae - 1,
                                             layout=W.Layout(width="90px"))
         W.link((self.feature, "value"), (self.feature_box, "value"))
-        self.scale = W.FloatSlider(value=scale, min=scale_range[0], max=scale_range[1],
-                                   step=scale_step, description="scale", readout_format=".2f",
+        lo, hi, step = slider_range
+        self.scale = W.FloatSlider(value=scale, min=lo, max=hi, step=step,
+                                   description="scale" + suffix, readout_format=".2f",
                                    continuous_update=False)
-        self.prompt = W.Text(value=prompt, description="prompt")
-        self.max_tokens = W.BoundedIntText(value=min(max_new_tokens, n_ctx - 2), min=1,
+        self.info, self._info = W.HTML(), info
+        self.feature.observe(lambda change: self.describe(), names="value")
+        self.describe()
+        self.widget = W.VBox([W.HBox([self.feature, self.feature_box, self.info]), self.scale])
+
+    def describe(self) -> None:
+        try:
+            self.info.value = self._info.label(int(self.feature.value))
+        except Exception as e:  # a label is decoration: never let it break the panel
+            self.info.value = f"<i>{esc(str(e))}</i>"
+
+    def set_range(self, lo: float, hi: float, step: float, value: float) -> None:
+        s = self.scale  # widen, then narrow: min <= max holds at every step
+        s.min, s.max = min(s.min, lo), max(s.max, hi)
+        s.min, s.max, s.step, s.value = lo, hi, step, value
+
+
+class SteeringPanel:
+    """Interactive steering for one model + SAE. Display it as the last line of a cell.
+
+    ``search`` (a ``FeatureSearch``) adds each feature's top words and the ``max_act`` scale
+    unit; ``scores`` (``feature_scores(model, sae, search=search)``) adds output scores and a
+    dropdown of the most steerable features. ``scale_range`` is the absolute scale's
+    ``(min, max)`` or ``(min, max, step)``; ``cfg`` and keyword ``settings`` (``prompt``,
+    ``max_new_tokens``, ``seed``, ``mode``, ``temperature``, ``positions``, ``scale_unit``...)
+    are ``SteerConfig`` fields, the starting values of the controls.
+    """
+
+    def __init__(
+        self, model: Any, sae: Any, *, feature: int = 0, scale: float = 10.0,
+        scale_range: tuple[float, ...] = (-50.0, 50.0, 0.1), search: FeatureSearch | None = None,
+        scores: FeatureScores | None = None, cfg: SteerConfig | None = None, **settings: Any,
+    ):
+        self.model, self.sae, self.search, self.scores = model, sae, search, scores
+        self.cfg = steer_config(cfg, **settings)
+        d_sae, n_ctx = sae.cfg.d_sae, model.cfg.n_ctx
+        lo, hi, *step = scale_range
+        self._ranges = {"absolute": (lo, hi, step[0] if step else 0.1, scale), **UNIT_RANGES}
+        self.info = FeatureInfo(model, sae, search, scores)
+        units = [u for u in SCALE_UNITS if u != "max_act" or search is not None]
+        unit = self.cfg.scale_unit if self.cfg.scale_unit in units else "absolute"
+        choices = self.info.choices()
+        extra = [f for _, f in choices if f != feature][: N_FEATURES - 1]
+        extra += [(feature + k) % d_sae for k in range(1, N_FEATURES)][len(extra):]
+        r = self._ranges[unit][:3]
+        self.rows = [FeatureRow(1, d_sae, feature, scale, r, self.info)] + [
+            FeatureRow(k + 2, d_sae, f, 0.0, r, self.info) for k, f in enumerate(extra)]
+        first = self.rows[0]
+        self.feature, self.feature_box, self.scale = first.feature, first.feature_box, first.scale
+        self.steerable = W.Dropdown(
+            options=choices or [("(pass scores=feature_scores(...) to list them)", -1)],
+            value=None, description="steerable", disabled=not choices,
+            layout=W.Layout(width="520px"))
+        self.steerable.observe(self._pick_steerable, names="value")
+        self.add = W.Button(description="+ feature", tooltip="steer with one more feature")
+        self.remove = W.Button(description="− feature", tooltip="drop the last extra feature")
+        self.add.on_click(lambda _: self._show_rows(self.n_features + 1))
+        self.remove.on_click(lambda _: self._show_rows(self.n_features - 1))
+        self.prompt = W.Text(value=str(self.cfg.prompt) if isinstance(self.cfg.prompt, str)
+                             else " ".join(map(str, self.cfg.prompt)), description="prompt")
+        self.max_tokens = W.BoundedIntText(value=min(self.cfg.max_new_tokens, n_ctx - 2), min=1,
                                            max=n_ctx - 1, description="max tokens")
-        self.seed = W.IntText(value=seed, description="seed")
-        self.mode = W.Dropdown(options=[(MODE_LABELS[m], m) for m in MODES], value=mode,
+        self.seed = W.IntText(value=self.cfg.seed, description="seed")
+        self.mode = W.Dropdown(options=[(MODE_LABELS[m], m) for m in MODES], value=self.cfg.mode,
                                description="mode")
+        self.unit = W.Dropdown(options=[(UNIT_LABELS[u], u) for u in units], value=unit,
+                               description="scale unit")
+        self.unit.observe(self._change_unit, names="value")
+        self.positions = W.Dropdown(options=[(POSITION_LABELS[p], p) for p in POSITIONS],
+                                    value=self.cfg.positions, description="positions")
         self.button = W.Button(description="Generate", button_style="primary",
                                tooltip="Generate steered and unsteered text")
-        self.status = W.HTML(value="")
-        self.texts = W.HTML(value="")
-        self.blocks = W.HTML(value="")
+        self.status, self.texts, self.blocks = W.HTML(), W.HTML(), W.HTML()
         self.output = W.HTML(value='<div class="steer-output" data-feature="" data-scale=""></div>')
-        self._busy = False
-        self._resid_norm: float | None = None
-        self.runs = 0
+        self._busy, self.runs, self._resid_norm = False, 0, self.cfg.resid_norm
         self.button.on_click(self._on_click)
+        self._show_rows(1)
         self.widget = W.VBox([
-            W.HBox([self.feature, self.feature_box]), self.scale, self.mode,
+            self.steerable, *[row.widget for row in self.rows], W.HBox([self.add, self.remove]),
+            W.HBox([self.mode, self.unit, self.positions]),
             W.HBox([self.prompt, self.max_tokens, self.seed]), W.HBox([self.button, self.status]),
             self.texts, self.output, self.blocks,
         ])
@@ -71,6 +174,34 @@ class SteeringPanel:
         from IPython.display import display  # IPython comes with Jupyter, not with the library
 
         display(self.widget)
+
+    # ------------------------------------------------------------ controls
+
+    def _pick_steerable(self, change: Any) -> None:
+        if change["new"] is not None and change["new"] >= 0:
+            self.feature.value = int(change["new"])
+
+    def _show_rows(self, n: int) -> None:
+        self.n_features = max(1, min(N_FEATURES, n))
+        for k, row in enumerate(self.rows):
+            row.widget.layout.display = None if k < self.n_features else "none"
+        self.add.disabled = self.n_features >= N_FEATURES
+        self.remove.disabled = self.n_features <= 1
+
+    def _change_unit(self, change: Any) -> None:
+        lo, hi, step, default = self._ranges[change["new"]]
+        for k, row in enumerate(self.rows):
+            row.set_range(lo, hi, step, default if k == 0 else 0.0)
+
+    def chosen(self) -> dict[int, float]:
+        """``{feature: scale}`` of the visible rows, scales in the chosen unit."""
+        out: dict[int, float] = {}
+        for k, row in enumerate(self.rows[: self.n_features]):
+            f = int(row.feature_box.value)
+            if f in out:
+                raise ValueError(f"feature {f} is chosen twice; pick another one in row {k + 1}")
+            out[f] = float(row.scale.value)
+        return out
 
     # ------------------------------------------------------------ actions
 
@@ -84,7 +215,7 @@ class SteeringPanel:
             self._generate()
             self.runs += 1
         except Exception as e:  # shown in the panel: a user fixes the input and clicks again
-            self.status.value = f'<span class="steer-error" style="color:#b00">Error: {html.escape(str(e))}</span>'
+            self.status.value = f'<span class="steer-error" style="color:#b00">Error: {esc(str(e))}</span>'
         finally:
             self.button.disabled, self.button.icon = False, ""
             self._busy = False
@@ -98,38 +229,54 @@ class SteeringPanel:
         except ValueError:
             raise ValueError("this model has no tokenizer: type token ids such as '1 2 3'") from None
 
-    def _generate(self) -> None:
-        feature, scale, mode = int(self.feature_box.value), float(self.scale.value), self.mode.value
-        cfg = SteerConfig(prompt=self._prompt_value(), max_new_tokens=int(self.max_tokens.value),
-                          n_samples=1, seed=int(self.seed.value), temperature=self.temperature,
-                          mode=mode)
-        steered = generate_steered(self.model, self.sae, feature, scale, cfg)
-        plain = generate_unsteered(self.model, cfg)
-        both = rescore(self.model, self.sae, [steered.tokens[0], plain.tokens[0]], feature)
-        self._show(feature, scale, mode, steered.texts[0], plain.texts[0], both)
-        self.status.value = f"done · {self._relative(feature, scale, mode)}"
-
-    def _relative(self, feature: int, scale: float, mode: str) -> str:
-        if mode == "clamp":
-            return f"feature {feature} clamped to {scale:g}"
+    def _norm(self) -> float:
         if self._resid_norm is None:
             self._resid_norm = typical_resid_norm(self.model, self.sae.cfg.hook_name)
-        rel = to_relative_scale(scale, self._resid_norm, steering_direction(self.sae, feature, mode))
-        return f"scale {scale:g} = {rel:.2f}× the typical residual norm ({self._resid_norm:.3g})"
+        return self._resid_norm
 
-    def _show(self, feature: int, scale: float, mode: str, steered: str, plain: str,
-              both: list) -> None:
-        esc = html.escape
+    def _generate(self) -> None:
+        chosen, unit = self.chosen(), self.unit.value
+        cfg = self.cfg.replace(
+            prompt=self._prompt_value(), max_new_tokens=int(self.max_tokens.value), n_samples=1,
+            seed=int(self.seed.value), mode=self.mode.value, scale_unit=unit,
+            positions=self.positions.value,
+            resid_norm=self._norm() if unit == "relative" else self.cfg.resid_norm)
+        max_act = self.search.max_act if self.search is not None else None
+        steered = generate_steered(self.model, self.sae, chosen, cfg=cfg, max_act=max_act)
+        plain = generate_unsteered(self.model, cfg)
+        scored = [rescore(self.model, self.sae, [steered.tokens[0], plain.tokens[0]], f)
+                  for f in chosen]
+        self._show(chosen, cfg, steered.texts[0], plain.texts[0], scored)
+        self.status.value = "done · " + "; ".join(
+            self._describe(f, a, cfg.mode) for f, a in steered.features.items())
+
+    def _describe(self, feature: int, absolute: float, mode: str) -> str:
+        if mode == "clamp":
+            return f"feature {feature} clamped to {absolute:g}"
+        rel = to_relative_scale(absolute, self._norm(), steering_direction(self.sae, feature, mode))
+        return (f"feature {feature}: scale {absolute:g} = {rel:.2f}× the typical residual norm "
+                f"({self._norm():.3g})")
+
+    def _show(self, chosen: dict[int, float], cfg: SteerConfig, steered: str, plain: str,
+              scored: list) -> None:
+        (feature, scale), mode = next(iter(chosen.items())), cfg.mode
+        what = ", ".join(f"feature {f} at {s:g}" for f, s in chosen.items())
         self.texts.value = (
-            f"<b>steered</b> (feature {feature}, {MODE_LABELS[mode]}, scale {scale:g}):"
-            f"<div class='steer-text'>{esc(steered)}</div><b>unsteered</b> (same seed):"
-            f"<div class='unsteer-text'>{esc(plain)}</div>")
+            f"<b>steered</b> ({what}; {MODE_LABELS[mode]}, {UNIT_LABELS[cfg.scale_unit]}, "
+            f"{POSITION_LABELS[cfg.positions]}):<div class='steer-text'>{esc(steered)}</div>"
+            f"<b>unsteered</b> (same seed):<div class='unsteer-text'>{esc(plain)}</div>")
+        parts = [f"<b>re-scored by feature {f}, steered</b>{rescored_html(both[0])}"
+                 f"<b>re-scored by feature {f}, unsteered</b>{rescored_html(both[1])}"
+                 for f, both in zip(chosen, scored)]
+        features = ",".join(f"{f}:{s:g}" for f, s in chosen.items())
         self.output.value = (
             f'<div class="steer-output" data-feature="{feature}" data-scale="{scale:g}" '
-            f'data-mode="{esc(mode)}"><b>re-scored, steered</b>{rescored_html(both[0])}'
-            f"<b>re-scored, unsteered</b>{rescored_html(both[1])}</div>")
+            f'data-mode="{esc(mode)}" data-unit="{esc(cfg.scale_unit)}" '
+            f'data-positions="{esc(cfg.positions)}" data-features="{features}">'
+            + "".join(parts) + "</div>")
         self.blocks.value = "".join(
-            f"<pre style='white-space: pre-wrap'>{esc(rescored_blocks(r))}</pre>" for r in both)
+            f"<pre style='white-space: pre-wrap'>{esc(rescored_blocks(r))}</pre>"
+            for both in scored for r in both)
 
 
 def card_widget(search: FeatureSearch, model, sae, feature: int | None = None) -> W.VBox:

@@ -268,7 +268,7 @@ def test_search_features_on_texts_reads_like_the_seed(toy_words, tmp_path, monke
     with pytest.raises(ValueError, match="not one string"):
         search_features(model, sae, "Once upon a time", cfg, progress=False)
     with pytest.raises(ValueError, match="too short: 3 texts"):
-        search_features(model, sae, texts[:3], cfg, progress=False)
+        search_features(model, sae, [texts[0][:60]] * 3, cfg, progress=False)
 
     # load_or_search: computed once, then loaded (texts_fn is not called again)
     monkeypatch.setenv("SAE_STEER_CACHE", str(tmp_path))
@@ -320,3 +320,24 @@ def test_saved_search_refuses_another_model(toy_words, tmp_path):
     finally:
         with torch.no_grad():
             model.W_E[0, 0] -= 1.0
+
+
+def test_texts_longer_than_the_context_are_scanned_whole(toy_words):
+    """Every token of every text is scanned, in windows that each start with BOS."""
+    from sae_steer.inspect.search import search_features
+
+    model, sae, texts = toy_words
+    long_texts = [" ".join(texts[i:i + 4]) for i in range(0, 60, 4)]  # 15 texts, ~130 tokens
+    ids = model.tokenizer(long_texts, add_special_tokens=False)["input_ids"]
+    assert min(map(len, ids)) > 32  # each is longer than the context
+    cfg = SearchConfig(k=5, context_size=32, batch_size=8)
+    res = search_features(model, sae, long_texts, cfg, progress=False, source="long")
+    assert res.n_tokens == sum(map(len, ids))  # all of them (the windows' BOS not counted)
+    assert res.meta["n_texts"] == 15
+    assert res.meta["n_windows"] == sum(-(-len(s) // 31) for s in ids)
+    for f in range(sae.cfg.d_sae):  # excerpts name their text, not the window
+        for ex in res.top_excerpts(f, model) if res.density[f] > 0 else []:
+            assert 0 <= ex.text_index < 15
+            own = [t for t in ex.token_ids if t >= 0 and t != model.tokenizer.bos_token_id]
+            text_ids = ids[ex.text_index]
+            assert any(text_ids[i:i + len(own)] == own for i in range(len(text_ids)))

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from builders import seeded_model, tiny_config
-from sae_steer.lm.texts import DataDownloadError, load_stories, load_texts, token_batches
+from sae_steer.lm.texts import (DataDownloadError, TokenCount, load_stories, load_texts,
+                                token_batches)
 from sae_steer.toystories import generate_stories
 from sae_steer.toystories.tokenizer import build_tokenizer, build_vocab
 
@@ -96,7 +97,8 @@ def test_hub_failure_points_to_offline_data(monkeypatch):
 
 def test_token_batches_shapes_bos_mask(story_model):
     texts = load_texts("toystories", n=5)
-    batches = list(token_batches(story_model, texts, context_size=16, batch_size=2))
+    batches = list(token_batches(story_model, texts, context_size=16, batch_size=2,
+                                 long_texts="truncate"))
     assert [t.shape for t, _ in batches] == [(2, 16), (2, 16), (1, 16)]
     tokens, mask = batches[0]
     assert tokens.dtype == torch.long and mask.dtype == torch.bool
@@ -104,6 +106,41 @@ def test_token_batches_shapes_bos_mask(story_model):
     assert mask.all()  # stories are longer than 16 tokens: truncated, no padding
     expected = story_model.to_tokens(texts[0])[0, :16]
     assert torch.equal(tokens[0], expected)
+
+
+def test_long_texts_become_windows_that_each_start_with_bos(story_model):
+    texts = load_texts("toystories", n=5)
+    ids = story_model.tokenizer(texts, add_special_tokens=False)["input_ids"]
+    count = TokenCount()
+    batches = list(token_batches(story_model, texts, context_size=16, batch_size=4, count=count))
+    tokens = torch.cat([t for t, _ in batches])
+    mask = torch.cat([m for _, m in batches])
+    bos = story_model.tokenizer.bos_token_id
+    assert (tokens[:, 0] == bos).all() and all(len(t) <= 4 for t, _ in batches)
+    # every token of every text, in order, 15 per window after its BOS
+    body = [tok for row, m in zip(tokens, mask) for tok in row[1:][m[1:]].tolist()]
+    assert body == [tok for seq in ids for tok in seq]
+    assert count.texts == 5 and count.windows == len(tokens) == sum(-(-len(s) // 15) for s in ids)
+    assert count.tokens == int(mask.sum()) == sum(map(len, ids)) + count.windows
+    assert count.truncated == 0
+    cut = TokenCount()
+    list(token_batches(story_model, texts, 16, 4, long_texts="truncate", count=cut))
+    assert cut.windows == 5 and cut.tokens + cut.truncated == count.tokens - count.windows + 5
+
+
+def test_real_schema_file_with_long_texts_streams_every_token(story_model, tmp_path):
+    stories = load_texts("toystories", n=12)
+    rows = [{"text": " ".join(stories[i:i + 3])} for i in range(0, 12, 3)]  # ~100+ tokens
+    path = tmp_path / "long.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    texts = list(load_texts("tinystories", data_files=path, progress=False))
+    assert texts == [r["text"] for r in rows]
+    count = TokenCount()
+    n_rows = sum(len(t) for t, _ in token_batches(story_model, load_texts(
+        "tinystories", data_files=path), 32, 8, count=count))
+    n_ids = sum(map(len, story_model.tokenizer(texts, add_special_tokens=False)["input_ids"]))
+    assert n_ids > 4 * 32 and count.texts == 4 and n_rows == count.windows > 4
+    assert count.tokens == n_ids + count.windows and count.truncated == 0
 
 
 def test_token_batches_pads_short_texts(story_model):

@@ -59,9 +59,10 @@ def test_logit_effect_matches_steering_by_hand(tiny_model):
     assert_clean(tiny_model)
 
 
-def _sweep(success, cost, suggested):
-    return Sweep([0.1, 0.3, 0.5], [], "concept_lift", success, cost, 5.0, 1.5, suggested,
-                 "relative")
+def _sweep(success, cost, suggested, low=None):
+    """A sweep whose lower bounds equal its estimates unless ``low`` says otherwise."""
+    return Sweep([0.1, 0.3, 0.5], [], "concept_lift", success, low or success, cost, 5.0, 1.5,
+                 suggested, "relative")
 
 
 def test_rank_prefers_met_target_at_smallest_scale():
@@ -69,6 +70,12 @@ def test_rank_prefers_met_target_at_smallest_scale():
     met_early = _sweep([1, 6, 9], [0.1, 0.5, 3.0], 0.3)
     never = _sweep([1, 4, 30], [0.1, 0.5, 3.0], None)
     assert sorted([never, met_late, met_early], key=_rank) == [met_early, met_late, never]
+
+
+def test_rank_without_a_met_target_goes_by_the_lower_bound_not_the_estimate():
+    lucky = _sweep([1, 40, 2], [0.1, 0.2, 0.3], None, low=[0.5, 1.1, 0.8])  # 40x on few events
+    solid = _sweep([1, 6, 2], [0.1, 0.2, 0.3], None, low=[0.5, 2.5, 0.8])
+    assert sorted([lucky, solid], key=_rank) == [solid, lucky]
 
 
 def test_choose_feature_runs_sweeps(tiny_model, monkeypatch):
@@ -128,3 +135,39 @@ def test_offline_world_danger_feature_steers_toward_danger():
                           scale_unit="relative", max_new_tokens=80)
     assert rep.concept_lift > 2.0 and rep.nll_cost.value < 1.5
     assert_clean(model)
+
+
+def test_selection_and_measurement_never_share_a_sample(tiny_model, monkeypatch):
+    """steer_concept picks on the select seeds and measures on fresh ones: no sample of the
+    measurement was seen by the selection."""
+    import sae_steer.measure.choose as choose
+    from sae_steer.config import ChooseConfig, SteerConfig
+    from sae_steer.steer import sample_seed
+
+    danger = planted_concepts()["danger"]
+    seen = {"select": set(), "final": set()}
+
+    def seeds(cfg, n, seed):
+        return {sample_seed(seed, j) for j in range(n)}
+
+    def fake_candidates(model, sae, texts, concept, cfg=None, **kw):
+        return ConceptCandidates(concept, {1: 1.0}, [2, 3], torch.zeros(8), 4, 0.5)
+
+    def fake_sweep(model, sae, feature, scales, cfg=None, **kw):
+        seen["select"] |= seeds(cfg, cfg.n_samples, cfg.seed)
+        return _sweep([1, 9, 9], [0.1, 0.2, 0.3], 0.3)
+
+    def fake_report(model, sae, feature, scale, cfg=None, **kw):
+        cfg = cfg.replace(**{k: v for k, v in kw.items() if k in ("n_samples", "seed")})
+        seen["final"] |= seeds(cfg, cfg.n_samples, cfg.seed)
+        return "report"
+
+    monkeypatch.setattr(choose, "concept_candidates", fake_candidates)
+    monkeypatch.setattr(choose, "scale_sweep", fake_sweep)
+    monkeypatch.setattr(choose, "steering_report", fake_report)
+    result = choose.steer_concept(tiny_model, make_sae(), ["text"], danger,
+                                  ChooseConfig(n_select=16, n_final=64),
+                                  SteerConfig(scale_unit="relative", resid_norm=1.0))
+    assert result.relative_scale == 0.3
+    assert len(seen["select"]) == 16 and len(seen["final"]) == 64
+    assert not seen["select"] & seen["final"]

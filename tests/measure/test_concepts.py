@@ -349,4 +349,5 @@ def test_measuring_code_sees_planted_concepts_only_through_name_and_mask(story_m
     assert a.concept == b.concept == "danger"
     assert a.steered.concept_counts == b.steered.concept_counts
     assert a.unsteered.concept_counts == b.unsteered.concept_counts
-    assert a.concept_lift == b.concept_lift
+    assert (a.lift.numerator, a.lift.denominator) == (b.lift.numerator, b.lift.denominator)
+    assert a.lift.lo == b.lift.lo and a.lift.hi == b.lift.hi

@@ -98,6 +98,35 @@ def test_steering_report_measures_generated_tokens_only(tiny_model, sae):
     assert row["feature"] == 1 and "nll_cost" in row and "lift" not in row
 
 
+def test_steering_report_compares_by_seed_and_carries_a_random_control(tiny_model, sae):
+    rep = steering_report(tiny_model, sae, 1, 20.0, n_samples=6, prompt=PROMPT,
+                          max_new_tokens=8, seed=3)
+    s, u = rep.steered, rep.unsteered
+    gain = rep.fires_gain[1]
+    assert gain.value == pytest.approx(s.fires[1].value - u.fires[1].value)
+    assert gain.lo <= gain.value <= gain.hi
+    assert rep.rep_cost.value == pytest.approx(s.repetition.value - u.repetition.value)
+    ctrl = rep.control
+    assert ctrl is not None
+    assert ctrl.norm == pytest.approx(20.0 * float(sae.W_dec[1].detach().norm()), rel=1e-5)
+    assert ctrl.side.n_samples == 6 and ctrl.side.n_tokens == 6 * 8
+    assert "control_fires_gain" in rep.row()
+    assert steering_report(tiny_model, sae, 1, 20.0, n_samples=2, prompt=PROMPT,
+                           max_new_tokens=4, control=False).control is None
+    assert_clean(tiny_model)
+
+
+def test_report_saves_its_config_beside_it(tiny_model, sae, tmp_path):
+    import json
+
+    from sae_steer.config import SteerConfig
+
+    rep = steering_report(tiny_model, sae, 1, 5.0, n_samples=2, prompt=PROMPT, max_new_tokens=4)
+    rep.save(tmp_path / "r")
+    assert SteerConfig.load_json(tmp_path / "r" / "steer_config.json") == rep.config
+    assert json.loads((tmp_path / "r" / "report.json").read_text())["feature"] == 1
+
+
 def test_suggest_scale_picks_smallest_within_budget():
     scales = [0.1, 0.3, 0.5, 1.0]
     assert suggest_scale(scales, [0, 6, 8, 9], [0.1, 0.5, 1.0, 3.0], 5, 1.5) == 0.3

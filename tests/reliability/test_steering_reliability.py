@@ -146,3 +146,17 @@ def test_failed_generation_in_the_widget_shows_the_error_and_leaves_no_hook(
     panel._on_click()
     assert panel.runs == 1 and 'data-feature="1"' in panel.output.value
     assert_clean(tok_model)
+
+
+@pytest.mark.parametrize("mode", ["decoder_row", "clamp", "decoder_onehot"])
+def test_interrupted_multi_feature_generation_on_generated_positions(tiny_model, sae,
+                                                                     monkeypatch, mode):
+    """Several features at once, prompt left alone: the hook still always comes off."""
+    before = _clean(tiny_model)
+    _break_sampling(monkeypatch, KeyboardInterrupt(), on_call=4)
+    with pytest.raises(KeyboardInterrupt):
+        generate_steered(tiny_model, sae, {1: 4.0, 3: -2.0, 6: 1.0}, prompt=PROMPT,
+                         max_new_tokens=10, mode=mode, positions="generated",
+                         use_kv_cache=mode != "clamp")
+    monkeypatch.undo()
+    _assert_same_as_before(tiny_model, before)

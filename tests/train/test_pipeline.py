@@ -82,7 +82,7 @@ def test_interrupted_run_resumes_to_the_same_weights(world, tmp_path):
 
     def crashing():  # the process "dies" part-way through reading the texts
         for i, text in enumerate(texts):
-            if i == 90:  # ~31 tokens per story: past step 10, short of step 30
+            if i == 45:  # ~75 tokens per story, read whole: past step 10, short of step 30
                 raise RuntimeError("simulated crash")
             yield text
 

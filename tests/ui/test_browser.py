@@ -2,7 +2,8 @@
 
 1. JupyterLab, served headless on 127.0.0.1 over a temporary copy of ``notebooks/``:
    open ``03_steering.ipynb``, Run All, move the feature and scale sliders, click
-   Generate and expect the panel's output to carry the new ``data-feature``.
+   Generate and expect the panel's output to carry the new ``data-feature``, a steered
+   text and re-scored tokens with non-zero activations.
 2. The exported writeup opened from disk with every network request refused:
    the sliders and the highlighted text must still render.
 
@@ -220,6 +221,13 @@ def test_steering_panel_in_jupyterlab(lab: Lab, page) -> None:
         # SteeringPanel's contract: <div class="steer-output" data-feature=.. data-scale=..>
         expect(panel.locator(".steer-output")).to_have_attribute(
             "data-feature", feature, timeout=GENERATE_TIMEOUT_MS)
+        # the steered story is there, and re-scoring highlighted the feature on some token
+        expect(panel.locator(".steer-text")).to_have_text(re.compile(r"\S"))
+        acts = panel.locator(".steer-output .sae-tok").evaluate_all(
+            "els => els.map(e => e.dataset.act)")
+        assert acts and any(float(a) != 0 for a in acts), acts
+        # the row knows its feature: words and output score (the notebook passes scores)
+        expect(panel.locator(".steer-feature-info").first).to_contain_text("output score")
 
         expect(page.locator("#jp-main-statusbar")).to_contain_text("Idle", timeout=RUN_ALL_TIMEOUT_MS)
         expect(page.get_by_text(re.compile("Traceback"))).to_have_count(0)

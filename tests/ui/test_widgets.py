@@ -6,6 +6,9 @@ import re
 import pytest
 
 from builders import assert_clean, make_sae
+from sae_steer.config import SearchConfig
+from sae_steer.inspect import search_features
+from sae_steer.measure.steerability import feature_scores
 from sae_steer.ui.widgets import SteeringPanel
 
 
@@ -94,3 +97,95 @@ def test_panel_on_the_offline_world():
     panel.button.click()
     assert _attr(panel.output.value, "data-feature") == "10"
     assert_clean(model)
+
+
+# ------------------------------------------------ the panel knows its features
+
+
+@pytest.fixture(scope="module")
+def found(tok_model):
+    sae = make_sae()
+    texts = ["Once upon a time there was a little girl named Lily .",
+             "She liked to play in the park with her friend Tom !"] * 4
+    search = search_features(tok_model, sae, texts, SearchConfig(k=2, context_size=16),
+                             progress=False)
+    return sae, search, feature_scores(tok_model, sae, search=search, progress=False)
+
+
+@pytest.fixture
+def rich(tok_model, found) -> SteeringPanel:
+    sae, search, scores = found
+    return SteeringPanel(tok_model, sae, feature=1, scale=2.0, max_new_tokens=6,
+                         search=search, scores=scores)
+
+
+def _shaded(html: str) -> list[float]:
+    return [float(a) for a in re.findall(r'class="sae-tok" data-act="([^"]*)"', html) if float(a)]
+
+
+def test_without_search_or_scores_the_rows_show_promoted_tokens(panel):
+    assert "promotes" in panel.rows[0].info.value and "output score" not in panel.rows[0].info.value
+    assert panel.steerable.disabled
+    assert [v for _, v in panel.unit.options] == ["absolute", "relative"]  # no search: no max_act
+    panel.feature.value = 4
+    assert 'data-feature="4"' in panel.rows[0].info.value  # the label follows the slider
+
+
+def test_search_and_scores_label_the_features_and_offer_the_steerable(rich, found):
+    sae, search, scores = found
+    info = rich.rows[0].info.value
+    assert "fires on" in info and f"{float(scores.output_score[1]):.3f}" in info
+    top = scores.top(20, alive=search.density > 0)
+    assert [v for _, v in rich.steerable.options] == top and not rich.steerable.disabled
+    label, best = rich.steerable.options[0]
+    assert label.startswith(f"{best}: fires on")
+    rich.steerable.value = best
+    assert rich.feature.value == best and rich.feature_box.value == best
+    assert [v for _, v in rich.unit.options] == ["absolute", "relative", "max_act"]
+
+
+def test_a_second_and_third_feature_each_with_its_own_scale(rich):
+    assert rich.n_features == 1 and rich.rows[1].widget.layout.display == "none"
+    rich.add.click()
+    rich.add.click()
+    assert rich.n_features == 3 and rich.add.disabled and not rich.remove.disabled
+    assert [r.scale.description for r in rich.rows] == ["scale", "scale 2", "scale 3"]
+    for row, (f, s) in zip(rich.rows, [(1, 3.0), (4, -2.0), (6, 1.5)]):
+        row.feature.value, row.scale.value = f, s
+    rich.button.click()
+    out = rich.output.value
+    assert _attr(out, "data-features") == "1:3,4:-2,6:1.5"
+    assert _attr(out, "data-feature") == "1" and _attr(out, "data-scale") == "3"
+    for f in (1, 4, 6):
+        assert f"feature {f}" in rich.status.value and f'data-feature="{f}"' in out
+    assert re.search(r"<div class='steer-text'>[^<]+</div>", rich.texts.value)
+    assert _shaded(out), "the re-scored text highlights nothing"
+    rich.remove.click()
+    rich.button.click()
+    assert _attr(rich.output.value, "data-features") == "1:3,4:-2"
+    rich.rows[1].feature.value = 1  # the same feature twice: said, not steered
+    rich.button.click()
+    assert "feature 1 is chosen twice" in rich.status.value
+    assert_clean(rich.model)
+
+
+def test_positions_and_scale_unit_controls(rich, found):
+    _, search, _ = found
+    rich.positions.value = "generated"
+    rich.unit.value = "relative"
+    assert rich.scale.max == 2.0 and rich.scale.value == 0.5  # the slider speaks the unit
+    rich.button.click()
+    out = rich.output.value
+    assert _attr(out, "data-positions") == "generated" and _attr(out, "data-unit") == "relative"
+    assert "0.50× the typical residual norm" in rich.status.value
+    rich.unit.value = "max_act"
+    rich.scale.value = 2.0
+    rich.button.click()
+    absolute = 2.0 * float(search.max_act[1])
+    assert f"scale {absolute:g} =" in rich.status.value, rich.status.value
+    rich.unit.value = "absolute"
+    assert rich.scale.value == 2.0 and rich.scale.max == 50.0  # back to the panel's own range
+    rich.mode.value = "clamp"
+    rich.button.click()
+    assert "clamped to 2" in rich.status.value
+    assert_clean(rich.model)
