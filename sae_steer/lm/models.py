@@ -3,7 +3,9 @@
 ``load_model("toystories")`` needs no network: it trains (once, then caches) a 4-layer
 model on a generated corpus. ``load_model("tiny-stories-33M")`` is the seed writeup's
 model via ``HookedTransformer.from_pretrained``; without network it fails in one line
-that points back to the offline default.
+that points back to the offline default. ``load_model("toystories-neo")`` is the offline
+world in the real format (an HF GPT-Neo with a byte-level BPE tokenizer, trained once and
+cached), loaded by the same function as TinyStories-33M: :func:`from_hf`.
 """
 from __future__ import annotations
 
@@ -13,11 +15,15 @@ from transformer_lens import HookedTransformer
 from sae_steer.config import WorldConfig
 from sae_steer.fsutil import cache_dir
 from sae_steer.toystories.lm import load_toy_model
+from sae_steer.toystories.neo import (NeoConfig, ensure_neo_world, from_pretrained_kwargs, load_neo_hf,
+                                      neo_config)
 
 TOY_NAME = "toystories"
+NEO_NAME = "toystories-neo"
 REAL_NAME = "tiny-stories-33M"
+REAL_REPO = "roneneldan/TinyStories-33M"
 _REAL_ALIASES = {REAL_NAME, "roneneldan/TinyStories-33M", "TinyStories-33M"}
-KNOWN_MODELS = (TOY_NAME, f"{TOY_NAME}/small", f"{TOY_NAME}/demo", REAL_NAME, "roneneldan/TinyStories-33M")
+KNOWN_MODELS = (TOY_NAME, f"{TOY_NAME}/small", f"{TOY_NAME}/demo", NEO_NAME, REAL_NAME, REAL_REPO)
 
 
 class ModelDownloadError(ConnectionError):
@@ -38,14 +44,17 @@ def _dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
     return value
 
 
-def load_model(name_or_model: str | HookedTransformer = TOY_NAME, *, preset: str | WorldConfig = "small",
+def load_model(name_or_model: str | HookedTransformer = TOY_NAME, *,
+               preset: str | WorldConfig | NeoConfig = "small",
                device: str | torch.device | None = None, dtype: str | torch.dtype | None = None,
                progress: bool = True) -> HookedTransformer:
     """A HookedTransformer with a tokenizer, on ``device`` (default: CUDA when available).
 
     ``"toystories"`` (or ``"toystories/<preset>"``): the offline toy world, built on first
-    use and cached under :func:`cache_dir`. ``"tiny-stories-33M"``: the real model (needs
-    network on first use). A HookedTransformer is returned as is (moved if ``device`` is given).
+    use and cached under :func:`cache_dir`. ``"toystories-neo"`` (or ``"toystories-neo/<preset>"``,
+    ``preset`` may be a NeoConfig): the GPT-Neo + BPE offline world, built on first use, then
+    loaded like the real model. ``"tiny-stories-33M"``: the real model (needs network on first
+    use). A HookedTransformer is returned as is (moved if ``device`` is given).
     """
     dt = _dtype(dtype)
     if isinstance(name_or_model, HookedTransformer):
@@ -56,6 +65,10 @@ def load_model(name_or_model: str | HookedTransformer = TOY_NAME, *, preset: str
     if not isinstance(name_or_model, str):
         raise TypeError(f"load_model takes a model name or a HookedTransformer, got {type(name_or_model).__name__}")
     device = str(device) if device is not None else default_device()
+    if name_or_model == NEO_NAME or name_or_model.startswith(NEO_NAME + "/"):
+        if "/" in name_or_model:
+            preset = name_or_model.split("/", 1)[1]
+        return _load_neo(preset, device, dt, progress)
     if name_or_model == TOY_NAME or name_or_model.startswith(TOY_NAME + "/"):
         if "/" in name_or_model:
             preset = name_or_model.split("/", 1)[1]
@@ -66,10 +79,34 @@ def load_model(name_or_model: str | HookedTransformer = TOY_NAME, *, preset: str
                      "(or pass a HookedTransformer)")
 
 
-def _load_real(device: str, dtype: torch.dtype | None) -> HookedTransformer:
+def from_hf(name: str, hf_model=None, tokenizer=None, device: str | None = None,
+            dtype: torch.dtype | None = None, **hf_kwargs) -> HookedTransformer:
+    """The one loader of HF checkpoints: ``HookedTransformer.from_pretrained(name, ...)``.
+
+    ``name`` is an official TransformerLens name (it picks the weight conversion);
+    ``hf_model``/``tokenizer`` are used instead of downloading them when given; ``hf_kwargs``
+    go to HuggingFace's ``from_pretrained`` (``cache_dir``, ``local_files_only``...).
+    """
     kwargs = {"dtype": dtype} if dtype is not None else {}
+    return HookedTransformer.from_pretrained(name, hf_model=hf_model, tokenizer=tokenizer, device=device,
+                                             **kwargs, **hf_kwargs)
+
+
+def _load_neo(preset: str | NeoConfig, device: str, dtype: torch.dtype | None,
+              progress: bool) -> HookedTransformer:
+    cfg = neo_config(preset)
+    path = ensure_neo_world(cfg, cache_root=cache_dir(), progress=progress)
+    hf_model, tokenizer = load_neo_hf(path, dtype)
+    # TinyStories-33M's name selects its GPT-Neo conversion; the config is read from the
+    # world's own hub-format copy (cache_dir=..., local_files_only=True), never downloaded
+    model = from_hf(REAL_REPO, hf_model, tokenizer, device, dtype, **from_pretrained_kwargs(path))
+    model.cfg.model_name = f"{NEO_NAME}/{cfg.name}"  # not TinyStories-33M's name
+    return model
+
+
+def _load_real(device: str, dtype: torch.dtype | None) -> HookedTransformer:
     try:
-        return HookedTransformer.from_pretrained(REAL_NAME, device=device, **kwargs)
+        return from_hf(REAL_REPO, None, None, device, dtype)
     except Exception as e:  # hub errors come in many types (OSError, HTTPError, LocalEntryNotFound...)
         if not _looks_like_download_failure(e):
             raise

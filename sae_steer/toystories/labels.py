@@ -3,11 +3,14 @@
 The generator knows its labels; model generations do not come with any. These rules
 recover the planted labels exactly on the generated corpus (tested) and apply the same
 definitions to whatever a (steered) model writes, so re-scoring does not need an SAE.
-Tokens may carry a leading space (GPT-2-style ``" time"``): they are stripped first.
-Standard library only.
+Tokens may carry a leading space (GPT-2-style ``" time"``). When any token does, the
+sequence is read as sub-word pieces (byte-level BPE): pieces are glued back into words
+(``" earth" "quake"`` -> ``earthquake``), words are labelled, and every piece of a labelled
+word is labelled. Standard library only.
 """
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 from .text import SPECIAL_TOKENS, opening_quotes
@@ -22,6 +25,44 @@ _NOUNS = frozenset(LIST_NOUNS)
 _DANGER = frozenset(DANGER_WORDS)
 # What may join two list items; at least one comma is required for a list.
 _SEPARATORS = ((",", "and"), (",", "or"), (",",), ("and",), ("or",))
+_PIECE = re.compile(r"\w+|[^\w\s]")  # the word-level splitting rule (text.split_words)
+_WORDCHAR = re.compile(r"\w")
+_SPACE_MARKS = ("Ġ", "▁")
+_STORY_BREAKS = {"<|endoftext|>": "<bos>", "<s>": "<bos>", "</s>": "<eos>"}
+
+
+def _is_pieces(str_tokens: Sequence[str]) -> bool:
+    """Sub-word pieces (some token starts with a space or a space mark), not whole words."""
+    return any(t[:1].isspace() or t[:1] in _SPACE_MARKS for t in str_tokens if t)
+
+
+def _words_of_pieces(str_tokens: Sequence[str]) -> tuple[list[str], list[list[int]]]:
+    """Words spelled by sub-word pieces, and for each word the indices of its pieces (a
+    whitespace-only piece belongs to the next word, as its space would in ``" fire"``)."""
+    words: list[str] = []
+    owners: list[list[int]] = []
+    glue = False  # the previous piece ended inside a word
+    pending: list[int] = []  # whitespace-only pieces waiting for their word
+    for i, tok in enumerate(str_tokens):
+        if tok in _STORY_BREAKS or tok in SPECIAL_TOKENS:
+            words.append(_STORY_BREAKS.get(tok, tok))
+            owners.append([i])
+            glue, pending = False, []
+            continue
+        text = "".join(" " if c in _SPACE_MARKS else c for c in tok)
+        for m in _PIECE.finditer(text):
+            if glue and m.start() == 0 and _WORDCHAR.match(m.group()):  # continues the word
+                owners[-1].append(i)
+                words[-1] += m.group()
+            else:
+                words.append(m.group())
+                owners.append([*pending, i])
+                pending = []
+            glue = False
+        if not text.strip():
+            pending.append(i)
+        glue = bool(text) and bool(_WORDCHAR.match(text[-1]))
+    return words, owners
 
 
 def _noun_phrase_end(toks: Sequence[str], i: int) -> int | None:
@@ -76,6 +117,13 @@ def concept_mask(str_tokens: Sequence[str], concept: str) -> list[bool]:
     """Per-token booleans: does token i belong to ``concept``? Same length as the input."""
     if concept not in CONCEPTS:
         raise ValueError(f"unknown concept {concept!r}; known concepts: {CONCEPTS}")
+    if _is_pieces(str_tokens):
+        words, owners = _words_of_pieces(str_tokens)
+        out = [False] * len(str_tokens)
+        for on, idx in zip(concept_mask(words, concept), owners):
+            for i in idx:
+                out[i] = out[i] or on
+        return out
     toks = [t.strip().lstrip("Ġ▁") for t in str_tokens]  # GPT-2/SentencePiece space marks
     if concept == "quote":
         return opening_quotes(toks)

@@ -140,3 +140,27 @@ def test_small_preset_learns_the_stories():
             seen[c] += concept_count(str_tokens[:end], c) > 0
     assert sum(n > 0 for n in seen.values()) >= 3, seen
     assert all(n < 30 for n in seen.values()), seen  # a minority of stories, as in training
+
+
+def test_real_and_neo_worlds_share_one_loader(monkeypatch):
+    """load_model("tiny-stories-33M") and load_model("toystories-neo") both end in from_hf,
+    i.e. HookedTransformer.from_pretrained(<TinyStories-33M>, hf_model=..., tokenizer=...)."""
+    from sae_steer.lm import models
+    calls = []
+    monkeypatch.setattr(models, "from_hf", lambda *a, **kw: calls.append((a, kw)) or SimpleModel())
+    models._load_real("cpu", None)
+    assert calls[-1] == (("roneneldan/TinyStories-33M", None, None, "cpu", None), {})
+    monkeypatch.setattr(models, "ensure_neo_world", lambda cfg, **kw: kw["cache_root"] / "neo-x")
+    monkeypatch.setattr(models, "load_neo_hf", lambda path, dtype: ("HF", "TOK"))
+    model = load_model("toystories-neo", device="cpu")
+    (name, hf, tok, device, dtype), kw = calls[-1]
+    assert (name, hf, tok, device) == ("roneneldan/TinyStories-33M", "HF", "TOK", "cpu")
+    assert kw["local_files_only"] is True and kw["cache_dir"].endswith("neo-x/hub")
+    assert model.cfg.model_name == "toystories-neo/small"
+    with pytest.raises(ValueError, match="known presets"):
+        load_model("toystories-neo/huge")
+
+
+class SimpleModel:
+    def __init__(self):
+        self.cfg = type("Cfg", (), {"model_name": "TinyStories-33M"})()
