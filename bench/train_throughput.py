@@ -1,4 +1,11 @@
-"""SAE training throughput, sae_steer vs SAELens, and harvest throughput (CPU, fp32).
+"""SAE training step time, sae_steer vs SAELens, and harvest throughput (CPU, fp32).
+
+Not like-for-like, and kept only as a quick step-time probe: fused vs plain Adam, AuxK
+1/32 vs 1.0, clipping on one side, 6 steps. The fair comparison (same optimiser, clip,
+budget and L0; EV, dead fraction and recovery at the end) is ``bench/train_vs_saelens.py``.
+The harvest figure compares two sae_steer paths (``stop_at_layer`` vs a full forward), not
+SAELens (which also stops at the hook layer): its line is ``RESULT
+harvest_stop_at_layer_vs_full_forward``.
 
     python bench/train_throughput.py            # 6 steps per side (~2 min idle, ~6 busy)
     python bench/train_throughput.py --quick    # 3 steps per side, smoke run
@@ -225,7 +232,7 @@ def main() -> None:
         torch.set_num_threads(int(args.threads))
     steps = args.steps or (3 if args.quick else 6)
     warnings.filterwarnings("ignore")
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads "
+    print(f"device cpu (CPU figures), torch {torch.__version__}, {torch.get_num_threads()} threads "
           f"({os.cpu_count()} cores, load average {load:.1f} at start), "
           f"d_in {D_IN}, d_sae {D_SAE}, batch {BATCH}, k {K}, {steps} steps per side, "
           f"lr {args.lr}, relu l1 {args.l1}, dead window {args.dead_window} steps")
@@ -253,7 +260,7 @@ def main() -> None:
             print(f"  {name:14s} {tok_s:9.0f} tok/s")
         harvest_ratio = harvest["stop_at_layer"] / harvest["full forward"]
         print(f"  ratio {harvest_ratio:.2f}x")
-        lines.append(f"RESULT harvest_ratio {harvest_ratio:.2f}")
+        lines.append(f"RESULT harvest_stop_at_layer_vs_full_forward {harvest_ratio:.2f}")
     print("\n" + "\n".join(lines))
 
 

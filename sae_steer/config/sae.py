@@ -23,7 +23,10 @@ class SAEConfig(StageConfig):
     k: int | None = None
     """Active features per token for ``topk``; ignored for ``relu``."""
     dtype: str = "float32"
-    """Parameter dtype, as a torch dtype name."""
+    """Parameter dtype, as a torch dtype name: ``float32`` (default), ``bfloat16`` or
+    ``float16`` (half the memory and faster matmuls on a GPU; the losses are still reduced
+    in the parameters' dtype, so expect slightly worse EV), ``float64``. Activations are cast
+    to it on the way in. For the harvest's dtype see ``TrainConfig.harvest_dtype``."""
     device: str | None = None
     """Where parameters live; None means CUDA when available, else CPU."""
     apply_b_dec_to_input: bool = True
@@ -114,6 +117,11 @@ class TrainConfig(StageConfig):
     """Bytes of activations held in memory before the store spills to disk (2 GiB)."""
     model_batch_size: int = 32
     """Sequences per model forward pass while harvesting activations."""
+    harvest_dtype: str | None = None
+    """``bfloat16`` or ``float16``: run the model's forward under ``torch.autocast`` with
+    that dtype while harvesting (a GPU's fast path; activations still reach the SAE as
+    float32). None: the model's own dtype. The SAE's parameter dtype is ``SAEConfig.dtype``
+    (float32 default; bfloat16/float16 halve its memory, at some cost in precision)."""
     buffer_batches: int = 16
     """Shuffle buffer size in training batches: a batch mixes tokens from this many
     batches' worth of sequences, so it is never one story."""
@@ -152,6 +160,8 @@ class TrainConfig(StageConfig):
             require(0 <= value < 1, f"{name} must be in [0, 1), got {value!r}")
         require(0 < self.dense_threshold <= 1,
                  f"dense_threshold must be in (0, 1], got {self.dense_threshold!r}")
+        require(self.harvest_dtype in (None, "bfloat16", "float16"),
+                f"harvest_dtype must be None, 'bfloat16' or 'float16', got {self.harvest_dtype!r}")
         require(self.long_texts in ("window", "truncate"),
                 f"long_texts must be 'window' or 'truncate', got {self.long_texts!r}")
         require(self.store in STORES, f"store must be one of {STORES}, got {self.store!r}")

@@ -22,6 +22,10 @@ from sae_steer.lm.texts import TokenCount, token_batches
 _BLOCK_HOOK = re.compile(r"^blocks\.(\d+)\.")
 
 
+AUTOCAST_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
+"""The ``autocast=`` names ``hook_activations`` takes (``TrainConfig.harvest_dtype``)."""
+
+
 def validate_hook(model: HookedTransformer, hook_name: str) -> None:
     """Raise a ValueError naming close valid hooks when ``hook_name`` does not exist."""
     if hook_name in model.hook_dict:
@@ -61,22 +65,32 @@ def hook_activations(
     model: HookedTransformer,
     tokens: Int[Tensor, "batch pos"],
     hook_name: str,
+    *,
+    autocast: str | torch.dtype | None = None,
 ) -> Float[Tensor, "batch pos d_model"]:
-    """Activations at ``hook_name`` for ``tokens``, computing no layer past the hook."""
+    """Activations at ``hook_name`` for ``tokens``, computing no layer past the hook.
+
+    ``autocast="bfloat16"`` (or ``"float16"``) runs the model's forward under
+    ``torch.autocast`` on the model's device type (a GPU's fast path; on CPU only bfloat16
+    helps, and little); the activations come back as float32. None: the model's own dtype.
+    """
     validate_hook(model, hook_name)
     captured: dict[str, Tensor] = {}
 
     def save(act: Tensor, hook) -> None:
         captured["act"] = act.detach()
 
-    # run_with_hooks removes its hooks on exit, error or not (reset_hooks_end=True).
-    model.run_with_hooks(
-        tokens.to(model.cfg.device),
-        fwd_hooks=[(hook_name, save)],
-        stop_at_layer=stop_layer(hook_name),
-        return_type=None if stop_layer(hook_name) is None else "logits",
-    )
-    return captured["act"]
+    device = torch.device(model.cfg.device)
+    dtype = AUTOCAST_DTYPES[autocast] if isinstance(autocast, str) else autocast
+    with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+        # run_with_hooks removes its hooks on exit, error or not (reset_hooks_end=True).
+        model.run_with_hooks(
+            tokens.to(device),
+            fwd_hooks=[(hook_name, save)],
+            stop_at_layer=stop_layer(hook_name),
+            return_type=None if stop_layer(hook_name) is None else "logits",
+        )
+    return captured["act"] if dtype is None else captured["act"].float()
 
 
 # --- Activation stream for training -------------------------------------------------
@@ -116,6 +130,7 @@ def token_activations(
     hook_name: str,
     *,
     skip_bos: bool = True,
+    autocast: str | torch.dtype | None = None,
 ) -> Iterator[Float[Tensor, "n_tok d_model"]]:
     """Per model batch, the activations of its real tokens (padding dropped; BOS too by default).
 
@@ -123,7 +138,7 @@ def token_activations(
     the mask marks real tokens, BOS included, and BOS sits at position 0.
     """
     for tokens, mask in batches:
-        acts = hook_activations(model, tokens, hook_name)
+        acts = hook_activations(model, tokens, hook_name, autocast=autocast)
         keep = mask.to(acts.device).clone()
         if skip_bos:
             keep[:, 0] = False  # BOS: a huge-norm outlier that would dominate the MSE

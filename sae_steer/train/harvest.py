@@ -60,7 +60,8 @@ def harvest(model: HookedTransformer, texts: Iterable[str], hook_name: str, cfg:
     windows = token_batches(model, texts, cfg.context_size, cfg.model_batch_size,
                             long_texts=cfg.long_texts, count=count, progress=progress and filling)
     out = Harvest(iter(()), cfg, count, None, cfg.store)
-    chunks = _counted(token_activations(model, windows, hook_name, skip_bos=cfg.skip_bos), out)
+    chunks = _counted(token_activations(model, windows, hook_name, skip_bos=cfg.skip_bos,
+                                         autocast=cfg.harvest_dtype), out)
     buffer = cfg.buffer_batches * cfg.batch_size
     if cfg.store == "stream":
         out.batches = shuffle_buffer(chunks, cfg.batch_size, buffer, seed=cfg.seed)

@@ -34,7 +34,7 @@ from sae_steer.train.loop import EvalFn, Reconstruct, TrainResult, train
 
 _CACHE_VERSION = 2  # bump when training changes in a way that invalidates cached SAEs
 _KEY_LEGACY = {"long_texts": "truncate", "epochs": None, "store": "stream",
-               "store_budget_bytes": 2 * 1024 ** 3}
+               "store_budget_bytes": 2 * 1024 ** 3, "harvest_dtype": None}
 """TrainConfig values that reproduce the pipeline from before windows and the store."""
 
 

@@ -116,3 +116,13 @@ def test_ce_loss_identity_splice_is_clean_and_padding_ignored(tiny_model):
     pad_mask = torch.cat([mask[:1], torch.zeros(1, 6, dtype=torch.bool)], 1)
     assert collect.ce_loss(tiny_model, padded, pad_mask) == pytest.approx(
         collect.ce_loss(tiny_model, tokens[:1], mask[:1]), abs=1e-5)
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", torch.bfloat16])
+def test_hook_activations_under_autocast_are_close_and_float32(tiny_model, dtype):
+    tokens = torch.randint(0, tiny_model.cfg.d_vocab, (2, 6), generator=torch.Generator().manual_seed(0))
+    exact = collect.hook_activations(tiny_model, tokens, HOOK)
+    fast = collect.hook_activations(tiny_model, tokens, HOOK, autocast=dtype)
+    assert fast.dtype == torch.float32 and fast.shape == exact.shape
+    torch.testing.assert_close(fast, exact, atol=0.1, rtol=0.05)  # bf16 has 8 mantissa bits
+    assert collect.attached_hook_count(tiny_model) == 0
