@@ -11,8 +11,8 @@ from sae_steer.config.sae import Architecture, SAEConfig, TrainConfig
 from sae_steer.config.search import SearchConfig
 from sae_steer.config.steer import (MODES, POSITIONS, SCALE_UNITS, ChooseConfig, SteerConfig,
                                     choose_config, steer_config)
-from sae_steer.config.world import WorldConfig
+from sae_steer.config.world import NeoConfig, WorldConfig
 
-__all__ = ["MODES", "POSITIONS", "SCALE_UNITS", "Architecture", "ChooseConfig", "SAEConfig", "SearchConfig",
-           "StageConfig", "SteerConfig", "TrainConfig", "WorldConfig", "check_number",
-           "choose_config", "replace_config", "steer_config"]
+__all__ = ["MODES", "POSITIONS", "SCALE_UNITS", "Architecture", "ChooseConfig", "NeoConfig",
+           "SAEConfig", "SearchConfig", "StageConfig", "SteerConfig", "TrainConfig", "WorldConfig",
+           "check_number", "choose_config", "replace_config", "steer_config"]

@@ -1,4 +1,6 @@
-"""Config of the offline world (``WorldConfig``); its presets live in ``toystories.lm``."""
+"""Configs of the offline worlds: ``WorldConfig`` (the word-level world, presets in
+``toystories.lm``) and ``NeoConfig`` (the GPT-Neo world in TinyStories-33M's format,
+presets in ``toystories.neo``)."""
 from __future__ import annotations
 
 import dataclasses
@@ -55,3 +57,45 @@ class WorldConfig(StageConfig):
         require(0 <= self.warmup_steps < self.steps,
                  f"warmup_steps must be in [0, steps), got {self.warmup_steps!r}")
 
+
+@dataclasses.dataclass
+class NeoConfig(StageConfig):
+    """The GPT-Neo offline world: corpus, BPE vocabulary, model shape and training.
+
+    All of it is the world's cache key, like ``WorldConfig``'s.
+    """
+
+    name: str = "small"
+    """Preset name, carried into the cache entry's name and ``toystories-neo/<name>``."""
+    n_train_stories: int = 5000
+    """Stories the model and the BPE vocabulary train on."""
+    n_val_stories: int = 500
+    """Held-out stories for the validation loss."""
+    seed: int = 0
+    """Seeds the story generator, the initialisation and the batch order."""
+    vocab_size: int = 1024
+    """BPE vocabulary, ``<|endoftext|>`` included (256 byte symbols + merges)."""
+    n_layers: int = 4
+    """Blocks, alternating global and local attention (TinyStories-33M has 4)."""
+    d_model: int = 64
+    """Residual stream width."""
+    n_heads: int = 4
+    """Attention heads per layer."""
+    window_size: int = 32
+    """Local attention window of the odd layers (TinyStories-33M: 256)."""
+    steps: int = 450
+    """Optimiser steps: a fixed count, so results never depend on machine load."""
+    batch_size: int = 32
+    """Stories per step."""
+    lr: float = 3e-3
+    """Peak AdamW learning rate (linear warm-up, cosine decay to 10%)."""
+    warmup_steps: int = 30
+    """Steps of linear learning-rate warm-up."""
+    weight_decay: float = 0.01
+    """AdamW weight decay on matrices."""
+
+    def __post_init__(self) -> None:
+        require(self.n_layers % 2 == 0 and self.d_model % self.n_heads == 0
+                and self.vocab_size > 257,
+                "NeoConfig needs an even n_layers, d_model divisible by n_heads "
+                "and vocab_size > 257 (256 bytes + <|endoftext|>)")

@@ -16,7 +16,6 @@ from sae_steer above the world itself.
 """
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import os
@@ -29,6 +28,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from tqdm.auto import tqdm
 from transformers import AutoTokenizer, GPTNeoConfig, GPTNeoForCausalLM, PreTrainedTokenizerFast
 
+from sae_steer.config import NeoConfig
 from sae_steer.fsutil import atomic_dir, exclusive_lock, write_json_atomic
 from sae_steer.toystories.grammar import GRAMMAR_VERSION, generate_stories
 from sae_steer.toystories.train import _batch_indices, _cpu_threads, _lr_at
@@ -43,36 +43,6 @@ RECORD_FILE = "world.json"
 HUB_DIR = "hub"
 builds_run = 0
 """How many neo worlds this process has trained (tests use it to prove a cache hit)."""
-
-
-@dataclasses.dataclass(frozen=True)
-class NeoConfig:
-    """A GPT-Neo world: corpus, BPE vocabulary, model shape and training. All of it is the cache key."""
-
-    name: str = "small"
-    n_train_stories: int = 5000
-    n_val_stories: int = 500
-    seed: int = 0
-    vocab_size: int = 1024
-    """BPE vocabulary, ``<|endoftext|>`` included (256 byte symbols + merges)."""
-    n_layers: int = 4
-    d_model: int = 64
-    n_heads: int = 4
-    window_size: int = 32
-    """Local attention window of the odd layers (TinyStories-33M: 256)."""
-    steps: int = 450
-    batch_size: int = 32
-    lr: float = 3e-3
-    warmup_steps: int = 30
-    weight_decay: float = 0.01
-
-    def __post_init__(self) -> None:
-        if self.n_layers % 2 or self.d_model % self.n_heads or self.vocab_size <= 257:
-            raise ValueError("NeoConfig needs an even n_layers, d_model divisible by n_heads "
-                             "and vocab_size > 257 (256 bytes + <|endoftext|>)")
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
 
 
 NEO_PRESETS: dict[str, NeoConfig] = {"small": NeoConfig()}
