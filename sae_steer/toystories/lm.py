@@ -48,11 +48,17 @@ def world_config(preset: str | WorldConfig) -> WorldConfig:
     return PRESETS[preset]
 
 
+def entry_dir(cache_root: str | os.PathLike, kind: str, cfg, prefix: str = "") -> Path:
+    """``<cache_root>/toystories/<prefix><name>-<hash>``: a world's cache entry, keyed by a
+    hash of its whole config (filed under ``kind``) and the grammar version."""
+    key = json.dumps({kind: cfg.to_dict(), "grammar": GRAMMAR_VERSION}, sort_keys=True)
+    digest = hashlib.sha256(key.encode()).hexdigest()[:12]
+    return Path(cache_root) / "toystories" / f"{prefix}{cfg.name}-{digest}"
+
+
 def world_dir(cfg: WorldConfig, cache_root: str | os.PathLike) -> Path:
     """Where ``cfg``'s model is cached (whether or not it is built yet)."""
-    key = json.dumps({"world": cfg.to_dict(), "grammar": GRAMMAR_VERSION}, sort_keys=True)
-    digest = hashlib.sha256(key.encode()).hexdigest()[:12]
-    return Path(cache_root) / "toystories" / f"{cfg.name}-{digest}"
+    return entry_dir(cache_root, "world", cfg)
 
 
 def hooked_config(cfg: WorldConfig, d_vocab: int, device: str,

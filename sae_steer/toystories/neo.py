@@ -31,6 +31,7 @@ from transformers import AutoTokenizer, GPTNeoConfig, GPTNeoForCausalLM, PreTrai
 from sae_steer.config import NeoConfig
 from sae_steer.fsutil import atomic_dir, exclusive_lock, write_json_atomic
 from sae_steer.toystories.grammar import GRAMMAR_VERSION, generate_stories
+from sae_steer.toystories.lm import entry_dir
 from sae_steer.toystories.train import _batch_indices, _cpu_threads, _lr_at
 
 REAL_REPO = "roneneldan/TinyStories-33M"
@@ -57,9 +58,8 @@ def neo_config(preset: str | NeoConfig) -> NeoConfig:
 
 
 def neo_dir(cfg: NeoConfig, cache_root: str | os.PathLike) -> Path:
-    key = json.dumps({"neo": cfg.to_dict(), "grammar": GRAMMAR_VERSION}, sort_keys=True)
-    digest = hashlib.sha256(key.encode()).hexdigest()[:12]
-    return Path(cache_root) / "toystories" / f"neo-{cfg.name}-{digest}"
+    """Where ``cfg``'s world is cached (whether or not it is built yet)."""
+    return entry_dir(cache_root, "neo", cfg, prefix="neo-")
 
 
 def ensure_neo_world(preset: str | NeoConfig = "small", *, cache_root: str | os.PathLike,
