@@ -31,8 +31,14 @@ seed sae_steer's randn-initialised decoder would *be* the true dictionary.
   AuxK mask and the dead count), AuxK coefficient 1/32 (Gao et al.), k 32 for topk.
   Gradient clipping on both: SAELens's trainer always clips the gradient norm to 1.0, so
   sae_steer's optimiser gets the same clip (an optimiser step pre-hook during its run).
-- Sparsity: relu L1 coefficients ``--l1-ours`` / ``--l1-saelens`` (printed), chosen so both
-  land near the true L0 of 30; topk has k = 32 on both.
+- Sparsity: relu L1 coefficients ``--l1-ours`` / ``--l1-saelens`` (printed). The same L1
+  number gives very different L0s on the two sides (their initialisations and L1 warm-ups
+  differ), so ``--calibrate-l0 30`` first searches each side's coefficient on its own:
+  secant steps on log L0 against log L1, interpolation once the target is bracketed, each
+  probe a run of ``--calib-tokens`` (default: the whole budget, so the accepted probe *is*
+  the measured run), until a probe's held-out L0 is within 15 % of the target (at most
+  ``--calib-probes``); every probe is printed. The defaults of ``--l1-*`` are the starting
+  points of that search. topk has k = 32 on both.
 
 **Timing**: the batch iterator stamps the time between handing a batch out and being
 asked for the next one: that is the trainer's step (data generation is not counted).
@@ -48,6 +54,7 @@ decoder row, averaged over the true directions).
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import statistics
 import time
@@ -85,8 +92,16 @@ class GroundTruth:
         # E||x||^2 = sum_i p_i E[m^2] + noise; E[(1 + Exp(1))^2] = 5.
         self.mag_scale = ((D_IN - D_IN * NOISE ** 2) / (5.0 * float(self.p.sum()))) ** 0.5
         self.seed = seed
+        self._kept: dict[tuple[int, int], torch.Tensor] = {}
 
     def batch(self, i: int, size: int) -> torch.Tensor:
+        # Kept: every run (and calibration probe) reads the same batches, and generating
+        # one costs about a second (1 M tokens at d_in 768 are 3.2 GB)
+        if (i, size) not in self._kept:
+            self._kept[i, size] = self._generate(i, size)
+        return self._kept[i, size]
+
+    def _generate(self, i: int, size: int) -> torch.Tensor:
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + i + 1)
         fires = torch.rand(size, len(self.p), generator=g) < self.p
         rows, cols = fires.nonzero(as_tuple=True)
@@ -175,6 +190,40 @@ def quality(encode, decode, W_dec: torch.Tensor, held_out: torch.Tensor,
             "recovery": float(best.mean())}
 
 
+def calibrate_l1(side: str, truth, held_out, args, steps: int) -> dict[str, float]:
+    """Search ``side``'s relu L1 coefficient for held-out L0 ``args.calibrate_l0``.
+
+    Leaves the coefficient in ``args`` and returns the last probe's figures (a full
+    ``bench`` run: when the probes use the whole budget, that probe is the measurement).
+    """
+    attr = "l1_ours" if side == "sae_steer" else "l1_saelens"
+    target, slope = args.calibrate_l0, -1.0  # d log L0 / d log L1; refined by the probes
+    seen: list[tuple[float, float]] = []
+    for probe in range(args.calib_probes):
+        l1 = getattr(args, attr)
+        print(f"  calibrating {side} relu, probe {probe + 1}: L1 {l1:.4g}", flush=True)
+        out = bench("relu", side, truth, held_out, args, steps)
+        seen.append((math.log(l1), math.log(max(out["l0"], 0.1))))
+        if abs(seen[-1][1] - math.log(target)) < math.log(1.15):
+            break
+        if probe == args.calib_probes - 1:
+            print(f"  (no probe within 15 % of L0 {target:g}: keeping the last)", flush=True)
+            break
+        log_t = math.log(target)
+        below = [pt for pt in seen if pt[1] < log_t]   # L1 too strong
+        above = [pt for pt in seen if pt[1] > log_t]   # L1 too weak
+        if below and above:  # bracketed: interpolate between the closest on each side
+            (a1, a0), (b1, b0) = max(above), min(below)
+            setattr(args, attr, math.exp(a1 + (log_t - a0) * (b1 - a1) / (b0 - a0)))
+            continue
+        if len(seen) >= 2 and seen[-1][0] != seen[-2][0]:
+            fit = (seen[-1][1] - seen[-2][1]) / (seen[-1][0] - seen[-2][0])
+            slope = min(fit, -0.2)  # L0 falls as L1 grows; never step on a flat estimate
+        step = (log_t - seen[-1][1]) / slope
+        setattr(args, attr, l1 * math.exp(max(min(step, 1.0), -1.0)))  # at most x e per probe
+    return out
+
+
 def bench(arch: str, side: str, truth, held_out, args, steps: int) -> dict[str, float]:
     data = TimedBatches(truth, steps, args.batch)
     start = time.perf_counter()
@@ -200,6 +249,11 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=4e-4)
     p.add_argument("--l1-ours", type=float, default=5.0, help="sae_steer relu L1 coefficient")
     p.add_argument("--l1-saelens", type=float, default=5.0, help="SAELens relu L1 coefficient")
+    p.add_argument("--calibrate-l0", type=float, default=None,
+                   help="first search each side's relu L1 for this held-out L0 (e.g. 30)")
+    p.add_argument("--calib-tokens", type=int, default=None,
+                   help="tokens per calibration probe (default: the whole budget)")
+    p.add_argument("--calib-probes", type=int, default=4, help="most probes per side")
     p.add_argument("--warmup", type=int, default=5, help="untimed first steps per run")
     p.add_argument("--arch", choices=("relu", "topk", "both"), default="both")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
@@ -228,9 +282,22 @@ def main() -> None:
           f"{args.dead_window} steps; relu L1 sae_steer {args.l1_ours}, SAELens "
           f"{args.l1_saelens}; topk k {K}, AuxK coefficient 1/32 on both")
     archs = ("relu", "topk") if args.arch == "both" else (args.arch,)
+    res: dict[tuple[str, str], dict[str, float]] = {}
+    if args.calibrate_l0 and "relu" in archs:
+        calib_steps = max((args.calib_tokens or tokens) // args.batch, args.warmup + 2)
+        args.dead_window = max(calib_steps // 10, 2)
+        for side in ("sae_steer", "SAELens"):
+            probe = calibrate_l1(side, truth, held_out, args, calib_steps)
+            if calib_steps == steps:  # the accepted probe ran the whole budget: it is the run
+                res["relu", side] = probe
+        args.dead_window = max(steps // 10, 2)
+        print(f"calibrated relu L1: sae_steer {args.l1_ours:.4g}, SAELens "
+              f"{args.l1_saelens:.4g} (target L0 {args.calibrate_l0:g})", flush=True)
     order = [(a, s) for a in archs
              for s in (("sae_steer", "SAELens") if a == "relu" else ("SAELens", "sae_steer"))]
-    res = {(a, s): bench(a, s, truth, held_out, args, steps) for a, s in order}
+    for arch, side in order:
+        if (arch, side) not in res:
+            res[arch, side] = bench(arch, side, truth, held_out, args, steps)
     lines = []
     for arch in archs:
         ours, theirs = res[arch, "sae_steer"], res[arch, "SAELens"]
@@ -240,6 +307,8 @@ def main() -> None:
                   f"RESULT fair_dead_{arch} {ours['dead']:.3f} vs {theirs['dead']:.3f}",
                   f"RESULT fair_recovery_{arch} {ours['recovery']:.3f} vs "
                   f"{theirs['recovery']:.3f}"]
+        if arch == "relu":
+            lines.append(f"RESULT fair_l1_relu {args.l1_ours:.4g} vs {args.l1_saelens:.4g}")
     print("\n(sae_steer vs SAELens; ratio = sae_steer / SAELens tokens/s; ev_gap = "
           "sae_steer EV - SAELens EV)\n" + "\n".join(lines))
 

@@ -109,14 +109,16 @@ def test_whole_pipeline_runs_on_the_gpt_neo_path(world):
 
 
 def test_pipeline_runs_on_a_transformer_bridge(world):
-    """TransformerLens 3's TransformerBridge, booted from the same local HF directory
-    (model_name = the directory), in compatibility mode: same hook names, same pipeline."""
-    from transformer_lens.model_bridge import TransformerBridge  # heavy: only this test needs it
+    """TransformerLens 3's TransformerBridge, booted by load_model(..., bridge=True) from the
+    same local HF directory, in compatibility mode: same hook names, same pipeline."""
+    from transformer_lens.model_bridge import TransformerBridge
 
-    _, path = world
-    hf, tok = neo.load_neo_hf(path)
-    bridge = TransformerBridge.boot_transformers(str(path), hf_model=hf, tokenizer=tok, device="cpu")
-    bridge.enable_compatibility_mode()
+    model, _ = world  # the fixture's cache holds the built world: this load boots from it
+    bridge = load_model("toystories-neo", preset=TINY_NEO, device="cpu", progress=False, bridge=True)
+    assert isinstance(bridge, TransformerBridge) and model_name(bridge) == "toystories-neo/test"
+    assert load_model(bridge) is bridge
+    tokens = model.to_tokens("Once upon a time")
+    torch.testing.assert_close(bridge(tokens), model(tokens), atol=1e-3, rtol=1e-3)
     texts = list(load_texts("toystories", split="train", n=60, progress=False))
     sae = train_sae(bridge, texts, HOOK, SAEConfig(d_in=64, d_sae=128, device="cpu"),
                     TrainConfig(n_steps=20, batch_size=128, context_size=128, model_batch_size=16,

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Literal
 
 from sae_steer.config.base import StageConfig, is_integer, require
@@ -56,6 +57,10 @@ class SAEConfig(StageConfig):
                  f"dtype must be one of float32/float16/bfloat16/float64, got {self.dtype!r}")
 
 
+_AUTO_FRACTIONS = {"lr_warmup_steps": 0.05, "lr_decay_steps": 0.2, "l1_warmup_steps": 0.1}
+"""TrainConfig's schedules left at None: these fractions of ``n_steps``."""
+
+
 @dataclasses.dataclass
 class TrainConfig(StageConfig):
     """How an SAE is trained: data stream, optimiser, sparsity schedule, logging, checkpoints.
@@ -67,20 +72,25 @@ class TrainConfig(StageConfig):
     """Optimiser steps to take (tokens seen = ``n_steps * batch_size``)."""
     batch_size: int = 4096
     """Activation vectors (tokens) per optimiser step."""
-    lr: float = 4e-4
-    """Adam learning rate after warm-up."""
+    lr: float | None = None
+    """Adam learning rate after warm-up. None: ``2e-4 / sqrt(d_sae / 2**14)``, the
+    1/sqrt(width) scaling of Gao et al. 2024 (1.1e-3 at 512 features, 2.6e-4 at 10,000).
+    The old fixed 4e-4 with a 100-step warm-up starved short runs on small models."""
     adam_beta1: float = 0.9
     """Adam's first-moment decay."""
     adam_beta2: float = 0.999
     """Adam's second-moment decay."""
-    lr_warmup_steps: int = 100
-    """Steps over which the learning rate rises linearly from 0 to ``lr``."""
-    lr_decay_steps: int = 400
-    """Final steps over which the learning rate falls linearly to 0 (0: no decay)."""
+    lr_warmup_steps: int | None = None
+    """Steps over which the learning rate rises linearly from 0 to ``lr`` (None: 5 % of
+    ``n_steps``)."""
+    lr_decay_steps: int | None = None
+    """Final steps over which the learning rate falls linearly to 0 (0: no decay; None:
+    20 % of ``n_steps``)."""
     l1_coefficient: float = 5.0
     """Weight of the (decoder-norm weighted) L1 penalty for ``relu`` SAEs; unused by ``topk``."""
-    l1_warmup_steps: int = 200
-    """Steps over which the L1 coefficient rises linearly from 0 (avoids early dead features)."""
+    l1_warmup_steps: int | None = None
+    """Steps over which the L1 coefficient rises linearly from 0 (avoids early dead
+    features; None: 10 % of ``n_steps``)."""
     aux_k_coefficient: float = 1 / 32
     """Weight of the AuxK loss that revives dead ``topk`` features (0: off)."""
     dead_after_steps: int = 200
@@ -147,10 +157,12 @@ class TrainConfig(StageConfig):
         for name in ("lr_warmup_steps", "lr_decay_steps", "l1_warmup_steps",
                      "resample_every", "eval_sequences", "checkpoint_every", "seed"):
             value = getattr(self, name)
-            require(isinstance(value, int) and value >= 0,
-                     f"{name} must be a non-negative integer, got {value!r}")
-        require(isinstance(self.lr, (int, float)) and 0 < self.lr < float("inf"),
-                 f"lr must be a positive finite number, got {self.lr!r}")
+            auto = name in _AUTO_FRACTIONS
+            require((auto and value is None) or (isinstance(value, int) and value >= 0),
+                     f"{name} must be a non-negative integer{' or None' if auto else ''}, "
+                     f"got {value!r}")
+        require(self.lr is None or (isinstance(self.lr, (int, float)) and 0 < self.lr < float("inf")),
+                 f"lr must be None or a positive finite number, got {self.lr!r}")
         for name in ("l1_coefficient", "aux_k_coefficient"):
             value = getattr(self, name)
             require(isinstance(value, (int, float)) and 0 <= value < float("inf"),
@@ -173,8 +185,18 @@ class TrainConfig(StageConfig):
         require(is_integer(self.store_budget_bytes) and self.store_budget_bytes >= 0,
                 f"store_budget_bytes must be a non-negative integer, got "
                 f"{self.store_budget_bytes!r}")
-        require(self.lr_warmup_steps + self.lr_decay_steps <= self.n_steps,
-                 f"lr_warmup_steps + lr_decay_steps ({self.lr_warmup_steps} + "
-                 f"{self.lr_decay_steps}) must not exceed n_steps ({self.n_steps})")
+        warmup, decay = self.lr_warmup_steps or 0, self.lr_decay_steps or 0
+        require(warmup + decay <= self.n_steps,
+                 f"lr_warmup_steps + lr_decay_steps ({warmup} + {decay}) must not exceed "
+                 f"n_steps ({self.n_steps})")
+
+    def resolved(self, d_sae: int) -> TrainConfig:
+        """This config with every None ("auto") setting made concrete for ``d_sae`` features
+        and ``n_steps`` steps: what the training loop runs."""
+        fixed = {name: max(int(fraction * self.n_steps), 0 if name == "lr_decay_steps" else 1)
+                 for name, fraction in _AUTO_FRACTIONS.items() if getattr(self, name) is None}
+        if self.lr is None:
+            fixed["lr"] = 2e-4 / math.sqrt(d_sae / 2 ** 14)
+        return self.replace(**fixed) if fixed else self
 
 

@@ -19,7 +19,7 @@ import torch
 from jaxtyping import Bool, Float
 from torch import Tensor
 
-from sae_steer.lm import hook_activations, token_batches
+from sae_steer.lm import TokenCount, hook_activations, token_batches
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,19 +112,36 @@ def acts_and_labels(model, encode: Callable[[Tensor], Tensor], texts: Iterable[s
     """Feature activations and concept labels for the real tokens of ``texts``.
 
     ``encode`` maps ``[batch, pos, d_model]`` activations at ``hook_name`` to features
-    (e.g. ``sae.encode``). BOS and padding are dropped; labels come from each concept's
-    ``mask(model, token_ids)`` on the whole sequence (so context-dependent rules see it).
+    (e.g. ``sae.encode``). A text longer than ``context_size`` is read whole, in windows
+    (``lm.token_batches``); each window's BOS and padding are dropped. Labels come from
+    each concept's ``mask(model, token_ids)`` on the *whole* text (BOS + all its tokens),
+    then cut to the windows, so a rule that needs context (inside a quote, after "time")
+    sees the text before a window's start, not only the window.
     """
+    texts = list(texts)
+    count = TokenCount()
+    body = context_size - 1  # tokens of the text per window, after the window's BOS
+    whole: dict[int, dict[str, list[bool]]] = {}  # text index -> concept -> mask of BOS + text
+    windows_done: dict[int, int] = {}
     feats, labels = [], {c.name: [] for c in concepts}
-    for tokens, mask in token_batches(model, texts, context_size, batch_size):
+    for tokens, mask in token_batches(model, texts, context_size, batch_size, count=count):
         f = encode(hook_activations(model, tokens, hook_name))  # [batch, pos, d_sae]
         keep = mask.clone()
         keep[:, 0] = False  # BOS
         feats.append(f[keep.to(f.device)].cpu())
-        for row, row_keep in zip(tokens.tolist(), keep.tolist()):
-            for c in concepts:
-                m = c.mask(model, row)
-                labels[c.name] += [on for on, k in zip(m, row_keep) if k]
+        first = count.windows - len(tokens)
+        for r, n_real in enumerate(mask.sum(1).tolist()):
+            t = count.window_text[first + r]
+            if t not in whole:
+                whole.clear()  # a text's windows are consecutive: earlier texts are done
+                ids = [model.tokenizer.bos_token_id] + list(
+                    model.tokenizer(texts[t], add_special_tokens=False)["input_ids"])
+                whole[t] = {c.name: list(c.mask(model, ids)) for c in concepts}
+            j = windows_done.get(t, 0)
+            windows_done[t] = j + 1
+            start = 1 + j * body
+            for name, m in whole[t].items():
+                labels[name] += m[start:start + n_real - 1]
     return torch.cat(feats), {c: torch.tensor(v, dtype=torch.bool) for c, v in labels.items()}
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import torch
 from transformer_lens import HookedTransformer
+from transformer_lens.model_bridge import TransformerBridge
 
 from sae_steer.config import WorldConfig
 from sae_steer.fsutil import cache_dir
@@ -47,7 +48,7 @@ def _dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
 def load_model(name_or_model: str | HookedTransformer = TOY_NAME, *,
                preset: str | WorldConfig | NeoConfig = "small",
                device: str | torch.device | None = None, dtype: str | torch.dtype | None = None,
-               progress: bool = True) -> HookedTransformer:
+               progress: bool = True, bridge: bool = False) -> HookedTransformer | TransformerBridge:
     """A HookedTransformer with a tokenizer, on ``device`` (default: CUDA when available).
 
     ``"toystories"`` (or ``"toystories/<preset>"``): the offline toy world, built on first
@@ -55,8 +56,16 @@ def load_model(name_or_model: str | HookedTransformer = TOY_NAME, *,
     ``preset`` may be a NeoConfig): the GPT-Neo + BPE offline world, built on first use, then
     loaded like the real model. ``"tiny-stories-33M"``: the real model (needs network on first
     use). A HookedTransformer is returned as is (moved if ``device`` is given).
+
+    ``bridge=True`` returns TransformerLens 3's ``TransformerBridge`` of the same HF model
+    instead (``toystories-neo`` or ``tiny-stories-33M``), in compatibility mode so that its
+    hook names are the HookedTransformer's; every stage of the library runs on either.
     """
     dt = _dtype(dtype)
+    if bridge and not isinstance(name_or_model, str):
+        raise ValueError("bridge=True boots a TransformerBridge from a model name; pass the name")
+    if isinstance(name_or_model, TransformerBridge):
+        return name_or_model.to(device) if device is not None else name_or_model
     if isinstance(name_or_model, HookedTransformer):
         model = name_or_model
         if device is not None:  # TransformerLens's .to also updates model.cfg.device
@@ -68,13 +77,16 @@ def load_model(name_or_model: str | HookedTransformer = TOY_NAME, *,
     if name_or_model == NEO_NAME or name_or_model.startswith(NEO_NAME + "/"):
         if "/" in name_or_model:
             preset = name_or_model.split("/", 1)[1]
-        return _load_neo(preset, device, dt, progress)
+        return _load_neo(preset, device, dt, progress, bridge)
     if name_or_model == TOY_NAME or name_or_model.startswith(TOY_NAME + "/"):
+        if bridge:
+            raise ValueError(f"bridge=True needs an HF model; {TOY_NAME!r} is a HookedTransformer built "
+                             f"directly. Use '{NEO_NAME}' (the offline world as an HF GPT-Neo) or '{REAL_NAME}'")
         if "/" in name_or_model:
             preset = name_or_model.split("/", 1)[1]
         return load_toy_model(preset, cache_root=cache_dir(), device=device, dtype=dt, progress=progress)
     if name_or_model in _REAL_ALIASES:
-        return _load_real(device, dt)
+        return _load_real(device, dt, bridge)
     raise ValueError(f"unknown model {name_or_model!r}; known models: {', '.join(KNOWN_MODELS)} "
                      "(or pass a HookedTransformer)")
 
@@ -92,11 +104,26 @@ def from_hf(name: str, hf_model=None, tokenizer=None, device: str | None = None,
                                              **kwargs, **hf_kwargs)
 
 
+def boot_bridge(name: str, hf_model=None, tokenizer=None, device: str | None = None,
+                dtype: torch.dtype | None = None) -> TransformerBridge:
+    """``TransformerBridge.boot_transformers`` in compatibility mode (HookedTransformer hook
+    names: ``blocks.1.hook_resid_post``...), the Bridge counterpart of :func:`from_hf`."""
+    kwargs = {"dtype": dtype} if dtype is not None else {}
+    model = TransformerBridge.boot_transformers(name, hf_model=hf_model, tokenizer=tokenizer, device=device,
+                                                **kwargs)
+    model.enable_compatibility_mode()
+    return model
+
+
 def _load_neo(preset: str | NeoConfig, device: str, dtype: torch.dtype | None,
-              progress: bool) -> HookedTransformer:
+              progress: bool, bridge: bool = False) -> HookedTransformer | TransformerBridge:
     cfg = neo_config(preset)
     path = ensure_neo_world(cfg, cache_root=cache_dir(), progress=progress)
     hf_model, tokenizer = load_neo_hf(path, dtype)
+    if bridge:  # the Bridge reads the architecture from the directory's own config.json
+        model = boot_bridge(str(path), hf_model, tokenizer, device, dtype)
+        model.cfg.model_name = f"{NEO_NAME}/{cfg.name}"
+        return model
     # TinyStories-33M's name selects its GPT-Neo conversion; the config is read from the
     # world's own hub-format copy (cache_dir=..., local_files_only=True), never downloaded
     model = from_hf(REAL_REPO, hf_model, tokenizer, device, dtype, **from_pretrained_kwargs(path))
@@ -104,8 +131,10 @@ def _load_neo(preset: str | NeoConfig, device: str, dtype: torch.dtype | None,
     return model
 
 
-def _load_real(device: str, dtype: torch.dtype | None) -> HookedTransformer:
+def _load_real(device: str, dtype: torch.dtype | None, bridge: bool = False) -> HookedTransformer | TransformerBridge:
     try:
+        if bridge:
+            return boot_bridge(REAL_REPO, device=device, dtype=dtype)
         return from_hf(REAL_REPO, None, None, device, dtype)
     except Exception as e:  # hub errors come in many types (OSError, HTTPError, LocalEntryNotFound...)
         if not _looks_like_download_failure(e):

@@ -101,9 +101,10 @@ def _epochs_cfg(cfg: TrainConfig, store: ActivationStore) -> TrainConfig:
         raise ValueError(f"the texts give {len(store)} activations, fewer than one batch "
                          f"(batch_size={cfg.batch_size}): give more texts or a smaller batch")
     n_steps = cfg.epochs * per_epoch
-    if cfg.lr_warmup_steps + cfg.lr_decay_steps > n_steps:
+    warmup, decay = cfg.lr_warmup_steps or 0, cfg.lr_decay_steps or 0  # None: a fraction, fits
+    if warmup + decay > n_steps:
         raise ValueError(
             f"{cfg.epochs} epochs of {per_epoch} batches are {n_steps} steps, fewer than "
-            f"lr_warmup_steps + lr_decay_steps ({cfg.lr_warmup_steps} + "
-            f"{cfg.lr_decay_steps}): lower those or train more epochs")
+            f"lr_warmup_steps + lr_decay_steps ({warmup} + {decay}): lower those, leave "
+            "them at None (fractions of the steps) or train more epochs")
     return cfg.replace(n_steps=n_steps)

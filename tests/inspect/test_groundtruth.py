@@ -96,3 +96,32 @@ def test_acts_and_labels_with_a_probe_encoder():
         assert m.feature == fire_id
     assert m.precision == 1.0 and m.auroc > 0.5
     assert labels["time_to"].sum() == sum(sum(s.labels["time_to"]) for s in stories)
+
+
+def test_acts_and_labels_reads_long_texts_whole_with_labels_from_the_whole_text():
+    """Texts longer than the context: every token is read (in windows), and a label that
+    needs context from before a window's start (inside a quote) is still right."""
+    from sae_steer.toystories import generate_stories, planted_concepts
+    from sae_steer.toystories.tokenizer import build_tokenizer, build_vocab
+
+    stories = generate_stories(30, seed=3)
+    tok = build_tokenizer(build_vocab(s.tokens for s in stories))
+    cfg = tiny_config(n_layers=1, d_model=8, n_ctx=64, d_head=8, n_heads=1, d_mlp=4,
+                      d_vocab=len(tok), act_fn="relu", normalization_type=None, attn_only=True)
+    model = seeded_model(cfg, tok)
+    long_texts = [" ".join(s.text for s in stories[i:i + 5]) for i in range(0, 30, 5)]
+    concepts = list(planted_concepts().values())
+    context = 16  # far shorter than every text: many windows each
+    feats, labels = acts_and_labels(model, lambda x: x, long_texts, "hook_embed", concepts,
+                                    context_size=context, batch_size=4)
+    n_tokens = sum(len(tok(t, add_special_tokens=False)["input_ids"]) for t in long_texts)
+    assert feats.shape[0] == n_tokens == len(labels["quote"])
+    quote = planted_concepts()["quote"]
+    expected, per_window = [], []
+    for text in long_texts:
+        ids = tok(text, add_special_tokens=False)["input_ids"]
+        expected += list(quote.mask(model, [tok.bos_token_id] + ids))[1:]
+        for i in range(0, len(ids), context - 1):
+            per_window += list(quote.mask(model, [tok.bos_token_id] + ids[i:i + context - 1]))[1:]
+    assert labels["quote"].tolist() == expected and any(expected)
+    assert per_window != expected  # the case this guards: labelling each window alone

@@ -161,6 +161,30 @@ def test_real_and_neo_worlds_share_one_loader(monkeypatch):
         load_model("toystories-neo/huge")
 
 
+def test_bridge_boots_the_same_hf_models(monkeypatch):
+    """bridge=True: the real model and the GPT-Neo world boot a TransformerBridge (the neo
+    world from its own directory), in compatibility mode; the word-level world cannot."""
+    from sae_steer.lm import models
+    calls = []
+
+    def boot(name, hf_model=None, tokenizer=None, device=None, **kw):
+        calls.append((name, hf_model, tokenizer, device))
+        return SimpleModel()
+
+    monkeypatch.setattr(models.TransformerBridge, "boot_transformers", staticmethod(boot))
+    monkeypatch.setattr(SimpleModel, "enable_compatibility_mode",
+                        lambda self: setattr(self, "compat", True), raising=False)
+    real = models._load_real("cpu", None, bridge=True)
+    assert calls[-1] == ("roneneldan/TinyStories-33M", None, None, "cpu") and real.compat
+    monkeypatch.setattr(models, "ensure_neo_world", lambda cfg, **kw: kw["cache_root"] / "neo-x")
+    monkeypatch.setattr(models, "load_neo_hf", lambda path, dtype: ("HF", "TOK"))
+    neo_bridge = load_model("toystories-neo", device="cpu", bridge=True)
+    assert calls[-1][0].endswith("neo-x") and calls[-1][1:] == ("HF", "TOK", "cpu")
+    assert neo_bridge.compat and neo_bridge.cfg.model_name == "toystories-neo/small"
+    with pytest.raises(ValueError, match="needs an HF model"):
+        load_model("toystories", bridge=True)
+
+
 class SimpleModel:
     def __init__(self):
         self.cfg = type("Cfg", (), {"model_name": "TinyStories-33M"})()

@@ -55,6 +55,27 @@ def test_schedules_warm_up_and_decay():
     assert schedules(99, cfg)[0] == pytest.approx(0.05)
 
 
+def test_default_lr_and_schedules_follow_the_run():
+    """Left at None, the lr scales as 1/sqrt(d_sae) and the schedules are fractions of
+    n_steps, so any n_steps is valid (the old fixed 100 + 400 steps rejected n_steps < 500);
+    explicit values are kept; the loop runs the resolved config."""
+    cfg = TrainConfig(n_steps=300)
+    auto = cfg.resolved(512)
+    assert auto.lr == pytest.approx(2e-4 * (2 ** 14 / 512) ** 0.5)
+    assert (auto.lr_warmup_steps, auto.lr_decay_steps, auto.l1_warmup_steps) == (15, 60, 30)
+    assert TrainConfig(n_steps=2).resolved(10).lr_warmup_steps == 1
+    explicit = TrainConfig(n_steps=300, lr=1e-3, lr_warmup_steps=0, lr_decay_steps=0, l1_warmup_steps=7)
+    assert explicit.resolved(512) == explicit
+    assert cfg.lr is None and TrainConfig.from_dict(cfg.to_dict()) == cfg  # None survives JSON
+    batches = list(_sparse_batches(20))
+    a, b = _sae(), _sae()
+    train(a, batches, TrainConfig(n_steps=20, batch_size=64, buffer_batches=2, log_every=10,
+                                  eval_sequences=0), progress=False)
+    train(b, batches, TrainConfig(n_steps=20, batch_size=64, buffer_batches=2, log_every=10,
+                                  eval_sequences=0).resolved(D_SAE), progress=False)
+    assert torch.equal(a.W_dec, b.W_dec)
+
+
 def test_explained_variance_is_against_the_batch_mean():
     x = torch.randn(100, 4) + 10.0
     assert explained_variance(x, x) == pytest.approx(1.0)
@@ -137,7 +158,7 @@ def test_resample_dead_points_features_at_badly_reconstructed_inputs():
 
 
 def test_bad_configs_are_rejected():
-    with pytest.raises(ValueError, match="lr must be a positive"):
+    with pytest.raises(ValueError, match="lr must be None or a positive"):
         _cfg(lr=-1e-3)
     with pytest.raises(ValueError, match="l1_coefficient must be a non-negative"):
         _cfg(l1_coefficient=-0.1)
