@@ -52,7 +52,7 @@ class TrainStepOutput:
     """Reconstruction, detached, same shape as the input."""
 
 
-def _output(*, mse, sparsity, aux, l0, fired, x_hat) -> TrainStepOutput:
+def step_output(*, mse, sparsity, aux, l0, fired, x_hat) -> TrainStepOutput:
     return TrainStepOutput(loss=mse + sparsity + aux, mse_loss=mse, sparsity_loss=sparsity,
                            aux_loss=aux, l0=l0, fired=fired, x_hat=x_hat.detach())
 
@@ -91,7 +91,7 @@ def dense_training_forward(sae: SAEWeights, x: Tensor, *, l1_coefficient: float 
         active = feats > 0
         l0 = active.sum(-1).float().mean()
         fired = active.any(0)
-    return _output(mse=mse, sparsity=sparsity, aux=aux, l0=l0, fired=fired, x_hat=x_hat)
+    return step_output(mse=mse, sparsity=sparsity, aux=aux, l0=l0, fired=fired, x_hat=x_hat)
 
 
 # ---- fast paths ----------------------------------------------------------------------
@@ -106,10 +106,7 @@ def dense_training_forward(sae: SAEWeights, x: Tensor, *, l1_coefficient: float 
 # weight gradient is a gather-reduce over those entries (never a [N, d_sae] matmul).
 # AuxK works on the dead columns only ([N, n_dead]), written in plain autograd.
 
-_FAST_DTYPES = (torch.float32, torch.float64)
-RELU_SPARSE_MAX_DENSITY = 0.03
-"""Above this fraction of active (token, feature) pairs, relu uses dense matmuls:
-measured on CPU, CSR ops cost more than a dense matmul from ~4% density on."""
+FAST_DTYPES = (torch.float32, torch.float64)
 
 
 def _csr(idx: Tensor, values: Tensor, n_cols: int) -> Tensor:
@@ -135,14 +132,24 @@ def _feature_major(idx: Tensor, d_sae: int) -> tuple[Tensor, Tensor, Tensor]:
     a CSR-transpose matmul (which sorts and converts internally) and never builds a
     [N * k, d_in] temporary the way index_add_ over outer products would.
     """
-    flat = idx.reshape(-1)
-    order = torch.argsort(flat, stable=True)
-    offsets = torch.zeros(d_sae + 1, dtype=torch.long, device=idx.device)
-    torch.cumsum(torch.bincount(flat, minlength=d_sae), 0, out=offsets[1:])
+    order, offsets = by_feature(idx.reshape(-1), d_sae)
     return order, torch.div(order, idx.shape[1], rounding_mode="floor"), offsets
 
 
-def _bag_sum(rows: Tensor, table: Tensor, offsets: Tensor, weights: Tensor) -> Tensor:
+def by_feature(cols: Tensor, d_sae: int) -> tuple[Tensor, Tensor]:
+    """(order that sorts entries by feature, bag offsets [d_sae + 1]) for ``bag_sum``."""
+    order = torch.argsort(cols, stable=True)
+    return order, bag_offsets(cols, d_sae)
+
+
+def bag_offsets(groups: Tensor, n_groups: int) -> Tensor:
+    """Bag offsets [n_groups + 1] of entries sorted by ``groups``."""
+    offsets = torch.zeros(n_groups + 1, dtype=torch.long, device=groups.device)
+    torch.cumsum(torch.bincount(groups, minlength=n_groups), 0, out=offsets[1:])
+    return offsets
+
+
+def bag_sum(rows: Tensor, table: Tensor, offsets: Tensor, weights: Tensor) -> Tensor:
     """out[i] = sum over entries e of bag i of weights[e] * table[rows[e]]."""
     return F.embedding_bag(rows, table, offsets, mode="sum", per_sample_weights=weights,
                            include_last_offset=True)
@@ -181,8 +188,8 @@ class _TopKLoss(torch.autograd.Function):
         g_pre_sorted = g_pre.reshape(-1)[order]
         # grad W_dec[i] = sum_b act[b,i] dL/dx_hat[b]
         # grad W_enc[:, i] = sum_b g_pre[b,i] sae_in[b]
-        grad_W_dec = _bag_sum(tok, g, offsets, acts.reshape(-1)[order])
-        grad_W_enc = _bag_sum(tok, sae_in, offsets, g_pre_sorted).T.contiguous()
+        grad_W_dec = bag_sum(tok, g, offsets, acts.reshape(-1)[order])
+        grad_W_enc = bag_sum(tok, sae_in, offsets, g_pre_sorted).T.contiguous()
         grad_b_enc = torch.zeros(d_sae, dtype=g.dtype, device=g.device)
         grad_b_enc.index_add_(0, idx.reshape(-1)[order], g_pre_sorted)
         if g_pre_dead is not None:  # AuxK's gradient, dense over the dead columns only
@@ -202,7 +209,7 @@ class _TopKLoss(torch.autograd.Function):
 def topk_training_forward(sae: SAEWeights, x: Tensor, dead_mask: Tensor | None,
                           aux_k_coefficient: float, aux_k: int) -> TrainStepOutput:
     x = x.to(sae.dtype)
-    if sae.dtype not in _FAST_DTYPES:
+    if sae.dtype not in FAST_DTYPES:
         return dense_training_forward(sae, x, dead_mask=dead_mask,
                                       aux_k_coefficient=aux_k_coefficient, aux_k=aux_k)
     dead_idx = None
@@ -226,73 +233,5 @@ def topk_training_forward(sae: SAEWeights, x: Tensor, dead_mask: Tensor | None,
         l0 = active.sum(1).float().mean()
         fired = torch.zeros(sae.d_sae, dtype=torch.bool, device=x.device)
         fired[idx[active]] = True
-    return _output(mse=mse, sparsity=mse.new_zeros(()), aux=aux, l0=l0,
+    return step_output(mse=mse, sparsity=mse.new_zeros(()), aux=aux, l0=l0,
                    fired=fired, x_hat=x_hat)
-
-
-class _ReluLoss(torch.autograd.Function):
-    """(mse, l1 penalty) of a ReLU SAE.
-
-    Saves one encoder-side matmul over plain autograd (grad b_dec via a mat-vec), and
-    once training has made the codes sparse (density <= RELU_SPARSE_MAX_DENSITY) runs
-    the decoder and every gradient on the CSR codes, leaving one dense matmul.
-    """
-
-    @staticmethod
-    def forward(ctx, x, W_enc, b_enc, W_dec, b_dec, l1, apply_b_dec):
-        n = x.shape[0]
-        sae_in = x - b_dec if apply_b_dec else x
-        feats = torch.addmm(b_enc, sae_in, W_enc).relu_()
-        n_active = int(torch.count_nonzero(feats))
-        sparse = feats.dtype in _FAST_DTYPES and n_active <= RELU_SPARSE_MAX_DENSITY * feats.numel()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
-            codes = feats.to_sparse_csr() if sparse else feats
-        x_hat = (codes @ W_dec + b_dec) if sparse else torch.addmm(b_dec, feats, W_dec)
-        e = x_hat - x
-        mse = e.pow(2).sum(1).mean()
-        norms = W_dec.norm(dim=1)
-        col_sum = feats.sum(0)
-        penalty = l1 * (col_sum @ norms) / n
-        ctx.l1, ctx.apply_b_dec, ctx.sparse = l1, apply_b_dec, sparse
-        ctx.save_for_backward(sae_in, W_enc, W_dec, codes, e, norms, col_sum)
-        ctx.mark_non_differentiable(x_hat, col_sum)
-        return mse, penalty, x_hat, col_sum, mse.new_tensor(n_active / n)
-
-    @staticmethod
-    def backward(ctx, g_mse, g_pen, _x_hat, _col_sum, _l0):
-        sae_in, W_enc, W_dec, codes, e, norms, col_sum = ctx.saved_tensors
-        n = e.shape[0]
-        g = e * (2.0 * g_mse / n)                            # dL/dx_hat
-        pen = g_pen * ctx.l1 / n                      # dL/dfeats from the penalty: pen * norms
-        # d penalty / d W_dec[i] = pen * col_sum[i] * W_dec[i] / ||W_dec[i]||
-        grad_W_dec = (pen * col_sum / norms.clamp_min(1e-12))[:, None] * W_dec
-        if ctx.sparse:
-            cols = codes.col_indices()
-            grad_W_dec += codes.t() @ g
-            vals = torch.sparse.sampled_addmm(codes, g, W_dec.T, beta=0.0).values()
-            vals = vals + pen * norms[cols]
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", UserWarning)
-                g_pre = torch.sparse_csr_tensor(codes.crow_indices(), cols, vals, codes.shape)
-            grad_W_enc = sae_in.T @ g_pre
-            grad_b_enc = torch.zeros_like(norms).index_add_(0, cols, vals)
-        else:
-            grad_W_dec += codes.T @ g
-            g_pre = torch.addmm(pen * norms, g, W_dec.T).mul_(codes > 0)
-            grad_W_enc = sae_in.T @ g_pre
-            grad_b_enc = g_pre.sum(0)
-        grad_b_dec = g.sum(0) - (W_enc @ grad_b_enc if ctx.apply_b_dec else 0)
-        grad_x = None
-        if ctx.needs_input_grad[0]:
-            grad_x = -g + g_pre @ W_enc.T
-        return grad_x, grad_W_enc, grad_b_enc, grad_W_dec, grad_b_dec, None, None
-
-
-def relu_training_forward(sae: SAEWeights, x: Tensor, l1_coefficient: float) -> TrainStepOutput:
-    x = x.to(sae.dtype)
-    mse, penalty, x_hat, col_sum, l0 = _ReluLoss.apply(
-        x, sae.W_enc, sae.b_enc, sae.W_dec, sae.b_dec, float(l1_coefficient),
-        sae.cfg.apply_b_dec_to_input)
-    return _output(mse=mse, sparsity=penalty, aux=mse.new_zeros(()), l0=l0,
-                   fired=col_sum > 0, x_hat=x_hat)

@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from sae_steer.config import SAEConfig
 from sae_steer.sae import io as sae_io
-from sae_steer.sae import kernels
+from sae_steer.sae import kernels, relu_kernel
 from sae_steer.sae.kernels import TrainStepOutput
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16,
@@ -176,7 +176,7 @@ class SAE(nn.Module):
             return kernels.topk_training_forward(
                 self, x, dead_mask, aux_k_coefficient,
                 aux_k if aux_k is not None else self.d_in // 2)
-        return kernels.relu_training_forward(self, x, l1_coefficient)
+        return relu_kernel.relu_training_forward(self, x, l1_coefficient)
 
     @torch.no_grad()
     def normalize_decoder_(self) -> None:

@@ -12,6 +12,7 @@ from sae_steer.config import SAEConfig
 from sae_steer.sae import SAE
 from sae_steer.sae import io as sae_io
 from sae_steer.sae import kernels as sae_kernels
+from sae_steer.sae import relu_kernel
 
 
 def randomize(sae: SAE, seed=0) -> SAE:
@@ -162,11 +163,20 @@ def test_topk_sparse_gradients_match_dense(apply_b_dec, dead):
 
 @pytest.mark.parametrize("apply_b_dec", [True, False])
 @pytest.mark.parametrize("sparse", [True, False])
-def test_relu_gradients_match_dense(monkeypatch, apply_b_dec, sparse):
-    monkeypatch.setattr(sae_kernels, "RELU_SPARSE_MAX_DENSITY", 1.0 if sparse else 0.0)
+@pytest.mark.parametrize("codes", ["random", "mostly_silent"])
+def test_relu_gradients_match_dense(monkeypatch, apply_b_dec, sparse, codes):
+    """Both branches of the relu kernel equal plain autograd; "mostly_silent" has tokens
+    with no active feature and features active on no token (empty bags both ways)."""
+    monkeypatch.setattr(relu_kernel, "RELU_SPARSE_MAX_DENSITY", 1.0 if sparse else 0.0)
     torch.manual_seed(2)
     sae = _small("relu", apply_b_dec)
-    _assert_same(sae, torch.randn(30, 12, dtype=torch.float64), l1_coefficient=0.7)
+    x = torch.randn(30, 12, dtype=torch.float64)
+    if codes == "mostly_silent":  # ~3 % of the codes active
+        with torch.no_grad():
+            sae.b_enc.sub_(torch.quantile(sae.pre_activations(x), 0.97))
+        pre = sae.pre_activations(x)
+        assert (pre <= 0).all(1).any() and (pre <= 0).all(0).any() and (pre > 0).any()
+    _assert_same(sae, x, l1_coefficient=0.7)
 
 
 def test_training_forward_outputs():
