@@ -5,9 +5,10 @@ re-scored feature fires, how strongly, the text's cost (mean NLL under the unste
 the share of repeated 3-grams) and, given a concept, how often it occurs. Then steered
 against unsteered, every figure with its 95 % interval and its sample count:
 
-- ``lift``: concept rate steered / unsteered, an exact Poisson-ratio interval on the
-  pooled counts (``stats.poisson_ratio``); no floor: zero baseline events give an
-  infinite value and a finite lower bound;
+- ``lift``: concept rate steered / unsteered; its interval is the wider of the exact
+  Poisson ratio on the pooled counts and a paired bootstrap over samples
+  (``stats.paired_rate_ratio``: occurrences cluster within samples); no floor: zero
+  baseline events give an infinite value and a finite lower bound;
 - ``fires_gain``: fire rate steered minus unsteered, paired by seed (Newcombe's interval);
 - ``nll_cost``, ``rep_cost``: paired mean differences (normal interval);
 - ``control``: the same against a random direction of the same norm, same seeds, so a
@@ -30,7 +31,7 @@ from sae_steer.fsutil import write_json_atomic
 from sae_steer.lm import check_sae_fits, display_tokens
 from sae_steer.measure.concepts import as_concept, occurrences
 from sae_steer.measure.rescore import measure
-from sae_steer.measure.stats import (Estimate, Ratio, normal_mean, paired_difference, poisson_ratio,
+from sae_steer.measure.stats import (Estimate, Ratio, normal_mean, paired_difference, paired_rate_ratio,
                                      pooled_rate, repeated_ngram_fraction, wilson)
 from sae_steer.steer import Generation, generate_steered, generate_unsteered, steering
 
@@ -58,6 +59,8 @@ class SideStats:
     nll_per_sample: list[float]
     rep_per_sample: list[float]
     concept_counts: list[int]
+    tokens_per_sample: list[int] = dataclasses.field(default_factory=list)
+    """Generated tokens of each sample (the rates' exposures)."""
 
 
 def side_stats(model: HookedTransformer, sae: Any, gen: Generation, features: Sequence[int],
@@ -84,7 +87,8 @@ def side_stats(model: HookedTransformer, sae: Any, gen: Generation, features: Se
         rate = pooled_rate(counts, [len(a) for a in new_acts])
         share = wilson(sum(c > 0 for c in counts), len(counts))
     return SideStats(fires, fired, max_act, mean_act, normal_mean(nll), normal_mean(rep), rate,
-                     share, sum(len(a) for a in new_acts), len(gen.tokens), nll, rep, counts)
+                     share, sum(len(a) for a in new_acts), len(gen.tokens), nll, rep, counts,
+                     [len(a) for a in new_acts])
 
 
 @dataclasses.dataclass
@@ -98,7 +102,8 @@ class Comparison:
     rep_cost: Estimate
     """Share of repeated 3-grams minus the baseline's, paired by seed."""
     lift: Ratio | None
-    """Concept rate / the baseline's, exact Poisson-ratio interval (when a concept was given)."""
+    """Concept rate / the baseline's (when a concept was given); interval: the wider of the
+    exact Poisson ratio and a paired bootstrap over samples (``stats.paired_rate_ratio``)."""
 
 
 def compare(side: SideStats, base: SideStats) -> Comparison:
@@ -107,8 +112,8 @@ def compare(side: SideStats, base: SideStats) -> Comparison:
     rep = normal_mean([a - b for a, b in zip(side.rep_per_sample, base.rep_per_sample)])
     lift = None
     if side.concept_rate is not None:
-        lift = poisson_ratio(sum(side.concept_counts), max(side.n_tokens, 1),
-                             sum(base.concept_counts), max(base.n_tokens, 1))
+        lift = paired_rate_ratio(side.concept_counts, side.tokens_per_sample,
+                                 base.concept_counts, base.tokens_per_sample)
     return Comparison(gains, cost, rep, lift)
 
 

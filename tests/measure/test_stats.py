@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from sae_steer.measure.stats import (clopper_pearson, paired_difference, poisson_ratio,
+from sae_steer.measure.stats import (clopper_pearson, paired_difference, paired_rate_ratio, poisson_ratio,
                                      repeated_ngram_fraction, wilson)
 
 
@@ -53,3 +53,27 @@ def test_repeated_ngrams():
     assert repeated_ngram_fraction([1, 2, 3, 4, 5]) == 0.0
     assert repeated_ngram_fraction([7, 8, 9] * 4) == pytest.approx(1 - 3 / 10)
     assert math.isnan(repeated_ngram_fraction([1, 2]))
+
+
+def test_paired_rate_ratio_widens_for_clustered_events_only():
+    """Events spread evenly: about the Poisson interval. The same totals packed into a few
+    samples (as when a steered sample turns into a list of danger words): much wider. Zero
+    baseline events: the Poisson part keeps a finite lower bound. Deterministic."""
+    n, tokens = 256, [100] * 256
+    spread = [1] * 128 + [0] * 128                 # 128 events, one per sample
+    base = [0, 1] * 32 + [0] * 192                 # 32 events, one per sample
+    even = paired_rate_ratio(spread, tokens, base, tokens)
+    exact = poisson_ratio(128, 100 * n, 32, 100 * n)
+    assert even.value == pytest.approx(4.0) and (even.numerator, even.denominator) == (128, 32)
+    assert even.lo <= exact.lo and even.hi >= exact.hi
+    assert even.hi / even.lo < 1.3 * exact.hi / exact.lo   # close to Poisson here
+    packed = [32] * 4 + [0] * 252                   # the same 128 events in 4 samples
+    clustered = paired_rate_ratio(packed, tokens, base, tokens)
+    assert clustered.value == pytest.approx(4.0)
+    assert clustered.lo < 0.5 * exact.lo and clustered.hi > 1.3 * exact.hi
+    none = paired_rate_ratio([1] * 20 + [0] * 236, tokens, [0] * n, tokens)
+    assert none.value == math.inf and 1 < none.lo < math.inf and none.hi == math.inf
+    assert paired_rate_ratio(packed, tokens, base, tokens) == clustered
+    assert "bootstrap" in clustered.method and "Poisson" in clustered.method
+    with pytest.raises(ValueError, match="paired samples differ"):
+        paired_rate_ratio([1, 2], [10, 10], [1], [10])
