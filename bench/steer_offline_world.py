@@ -33,7 +33,7 @@ def main() -> None:
     parser.add_argument("--preset", default="small")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--n-select", type=int, default=16)
-    parser.add_argument("--n-final", type=int, default=256)
+    parser.add_argument("--n-final", type=int, default=1024)
     parser.add_argument("--max-new-tokens", type=int, default=100)
     parser.add_argument("--n-candidates", type=int, default=5)
     parser.add_argument("--scales", default="0.3,0.4,0.5,0.6,0.7,0.8")
