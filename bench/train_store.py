@@ -52,7 +52,8 @@ os.environ.setdefault("TQDM_DISABLE", "1")  # SAELens's trainer always draws a p
 import torch  # noqa: E402
 
 from sae_steer.config import SAEConfig, TrainConfig  # noqa: E402
-from sae_steer.lm import default_hook_name, hook_activations, load_model, load_texts, token_batches  # noqa: E402
+from sae_steer.lm import default_hook_name, load_model, load_texts, token_batches  # noqa: E402
+from sae_steer.lm.activations import token_activations  # noqa: E402
 from sae_steer.sae import SAE  # noqa: E402
 from sae_steer.train import train  # noqa: E402
 from sae_steer.train.pipeline import fit_sae  # noqa: E402
@@ -103,12 +104,8 @@ def store_speedup(quick: bool) -> None:
 @torch.no_grad()
 def harvested(model, texts: list[str], hook: str) -> torch.Tensor:
     """[n_tokens, d_model]: every real token's activation at ``hook`` (BOS dropped)."""
-    rows = []
-    for tokens, mask in token_batches(model, texts, 128, 64):
-        keep = mask.clone()
-        keep[:, 0] = False
-        rows.append(hook_activations(model, tokens, hook)[keep].float().cpu())
-    return torch.cat(rows)
+    batches = token_batches(model, texts, 128, 64)
+    return torch.cat([a.float().cpu() for a in token_activations(model, batches, hook)])
 
 
 def shuffled_batches(store: torch.Tensor, n_steps: int, seed: int = 0):

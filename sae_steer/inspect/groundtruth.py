@@ -118,30 +118,29 @@ def acts_and_labels(model, encode: Callable[[Tensor], Tensor], texts: Iterable[s
     then cut to the windows, so a rule that needs context (inside a quote, after "time")
     sees the text before a window's start, not only the window.
     """
-    texts = list(texts)
     count = TokenCount()
-    body = context_size - 1  # tokens of the text per window, after the window's BOS
-    whole: dict[int, dict[str, list[bool]]] = {}  # text index -> concept -> mask of BOS + text
-    windows_done: dict[int, int] = {}
     feats, labels = [], {c.name: [] for c in concepts}
+    text, text_ids = None, []  # the text being read, its tokens gathered from its windows
+
+    def label_text() -> None:  # a text's windows are consecutive: label it once it is whole
+        whole = [model.tokenizer.bos_token_id] + text_ids
+        for c in concepts:
+            labels[c.name] += list(c.mask(model, whole))[1:]
+
     for tokens, mask in token_batches(model, texts, context_size, batch_size, count=count):
         f = encode(hook_activations(model, tokens, hook_name))  # [batch, pos, d_sae]
         keep = mask.clone()
         keep[:, 0] = False  # BOS
         feats.append(f[keep.to(f.device)].cpu())
         first = count.windows - len(tokens)
-        for r, n_real in enumerate(mask.sum(1).tolist()):
-            t = count.window_text[first + r]
-            if t not in whole:
-                whole.clear()  # a text's windows are consecutive: earlier texts are done
-                ids = [model.tokenizer.bos_token_id] + list(
-                    model.tokenizer(texts[t], add_special_tokens=False)["input_ids"])
-                whole[t] = {c.name: list(c.mask(model, ids)) for c in concepts}
-            j = windows_done.get(t, 0)
-            windows_done[t] = j + 1
-            start = 1 + j * body
-            for name, m in whole[t].items():
-                labels[name] += m[start:start + n_real - 1]
+        for r, (row, n_real) in enumerate(zip(tokens.tolist(), mask.sum(1).tolist())):
+            if count.window_text[first + r] != text:
+                if text is not None:
+                    label_text()
+                text, text_ids = count.window_text[first + r], []
+            text_ids += row[1:n_real]
+    if text is not None:
+        label_text()
     return torch.cat(feats), {c: torch.tensor(v, dtype=torch.bool) for c, v in labels.items()}
 
 

@@ -112,10 +112,15 @@ FAST_DTYPES = (torch.float32, torch.float64)
 def _csr(idx: Tensor, values: Tensor, n_cols: int) -> Tensor:
     n, per_row = idx.shape
     crow = torch.arange(0, n * per_row + 1, per_row, device=idx.device)
+    return csr_rows(crow, idx.reshape(-1), values.reshape(-1), n_cols)
+
+
+def csr_rows(row_offsets: Tensor, cols: Tensor, values: Tensor, n_cols: int) -> Tensor:
+    """A CSR matrix from row offsets [n_rows + 1] and the entries' columns and values."""
     with warnings.catch_warnings():  # "CSR support is in beta": we test what we use
         warnings.simplefilter("ignore", UserWarning)
-        return torch.sparse_csr_tensor(crow, idx.reshape(-1), values.reshape(-1),
-                                       (n, n_cols), check_invariants=False)
+        return torch.sparse_csr_tensor(row_offsets, cols, values, (len(row_offsets) - 1, n_cols),
+                                       check_invariants=False)
 
 
 def _rowwise_dots(idx: Tensor, g: Tensor, W_dec: Tensor) -> Tensor:

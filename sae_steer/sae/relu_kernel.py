@@ -7,13 +7,11 @@ initialisation); once the penalty has made them sparse, the step works on the ac
 """
 from __future__ import annotations
 
-import warnings
-
 import torch
 from torch import Tensor
 
 from sae_steer.sae.kernels import (FAST_DTYPES, SAEWeights, TrainStepOutput, bag_offsets, bag_sum,
-                                   by_feature, step_output)
+                                   by_feature, csr_rows, step_output)
 
 RELU_SPARSE_MAX_DENSITY = 0.08
 """Above this fraction of active (token, feature) pairs, relu uses dense matmuls: on
@@ -69,7 +67,7 @@ class _ReluLoss(torch.autograd.Function):
         grad_W_dec = (pen * col_sum / norms.clamp_min(1e-12))[:, None] * W_dec
         if ctx.sparse:
             rows, cols, vals, row_offsets = saved
-            pattern = _csr_rows(row_offsets, cols, torch.zeros_like(vals), d_sae)
+            pattern = csr_rows(row_offsets, cols, torch.zeros_like(vals), d_sae)
             # dL/dfeats at the active entries: g[token] . W_dec[feature] + the penalty's share
             g_vals = torch.sparse.sampled_addmm(pattern, g, W_dec.T, beta=0.0).values()
             g_vals = g_vals + pen * norms[cols]
@@ -88,17 +86,9 @@ class _ReluLoss(torch.autograd.Function):
         grad_b_dec = g.sum(0) - (W_enc @ grad_b_enc if ctx.apply_b_dec else 0)
         grad_x = None
         if ctx.needs_input_grad[0]:  # never in training; kept so gradcheck-style tests pass
-            g_pre = _csr_rows(row_offsets, cols, g_vals, d_sae) if ctx.sparse else g_pre
+            g_pre = csr_rows(row_offsets, cols, g_vals, d_sae) if ctx.sparse else g_pre
             grad_x = -g + g_pre @ W_enc.T
         return grad_x, grad_W_enc, grad_b_enc, grad_W_dec, grad_b_dec, None, None
-
-
-def _csr_rows(row_offsets: Tensor, cols: Tensor, values: Tensor, n_cols: int) -> Tensor:
-    """A CSR matrix from row offsets (variable entries per row, unlike ``_csr``)."""
-    with warnings.catch_warnings():  # "CSR support is in beta": we test what we use
-        warnings.simplefilter("ignore", UserWarning)
-        return torch.sparse_csr_tensor(row_offsets, cols, values, (len(row_offsets) - 1, n_cols),
-                                       check_invariants=False)
 
 
 def relu_training_forward(sae: SAEWeights, x: Tensor, l1_coefficient: float) -> TrainStepOutput:
