@@ -122,8 +122,8 @@ def acts_and_labels(model, encode: Callable[[Tensor], Tensor], texts: Iterable[s
     feats, labels = [], {c.name: [] for c in concepts}
     text, text_ids = None, []  # the text being read, its tokens gathered from its windows
 
-    def label_text() -> None:  # a text's windows are consecutive: label it once it is whole
-        whole = [model.tokenizer.bos_token_id] + text_ids
+    def label_text(ids: list[int]) -> None:  # a text's windows are consecutive: label it whole
+        whole = [model.tokenizer.bos_token_id] + ids
         for c in concepts:
             labels[c.name] += list(c.mask(model, whole))[1:]
 
@@ -136,11 +136,11 @@ def acts_and_labels(model, encode: Callable[[Tensor], Tensor], texts: Iterable[s
         for r, (row, n_real) in enumerate(zip(tokens.tolist(), mask.sum(1).tolist())):
             if count.window_text[first + r] != text:
                 if text is not None:
-                    label_text()
+                    label_text(text_ids)
                 text, text_ids = count.window_text[first + r], []
             text_ids += row[1:n_real]
     if text is not None:
-        label_text()
+        label_text(text_ids)
     return torch.cat(feats), {c: torch.tensor(v, dtype=torch.bool) for c, v in labels.items()}
 
 
