@@ -37,8 +37,10 @@ def main() -> None:
     parser.add_argument("--preset", default="small")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--n", type=int, default=20, help="features per group")
-    parser.add_argument("--n-select", type=int, default=16)
-    parser.add_argument("--n-final", type=int, default=32)
+    # 128 fresh samples: at 32 the gain's interval is about +-0.2 wide, so a feature with a
+    # true gain of +0.4 would pass or fail by luck
+    parser.add_argument("--n-select", type=int, default=32)
+    parser.add_argument("--n-final", type=int, default=128)
     parser.add_argument("--max-new-tokens", type=int, default=100)
     parser.add_argument("--scales", default="0.3,0.5,0.7")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random group")
