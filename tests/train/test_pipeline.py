@@ -118,6 +118,9 @@ def test_load_or_train_trains_once(world, tmp_path, monkeypatch):
     assert {"cfg.json", "train_cfg.json", "metrics.json"} <= {p.name for p in entry.iterdir()}
     other = dataclasses.replace(cfg, seed=1)
     assert pipeline.cache_key(model, hook, _world_sae_cfg(model), other) != entry.name
+    # an entry trained by older code (another cache version) is never served as current
+    monkeypatch.setattr(pipeline, "_CACHE_VERSION", pipeline._CACHE_VERSION + 1)
+    assert pipeline.cache_key(model, hook, _world_sae_cfg(model), cfg) != entry.name
 
 
 @pytest.mark.slow
