@@ -35,10 +35,10 @@ from sae_steer.train.loop import EvalFn, Reconstruct, TrainResult, train
 _CACHE_VERSION = 3
 """Bump when training changes the weights a config produces, even in the last bits.
 
-3: an SAE cached by the code before the activation store had the reference recipe's key
-but other weights (explained variance 0.87646 against 0.87648; a search of it counts 66
-sparse alive features where this code's SAE has 65), so figures measured on an old cache
-did not match a clean clone's. Such entries are no longer reused.
+3: SAEs cached by earlier code had the reference recipe's key but other weights (one from
+before the activation store: explained variance 0.87646 against 0.87648, and a search of
+it counts 66 sparse alive features where this code's SAE has 65), so figures measured on
+an old cache did not match a clean clone's. Such entries are no longer reused.
 """
 _KEY_LEGACY = {"long_texts": "truncate", "epochs": None, "store": "stream",
                "store_budget_bytes": 2 * 1024 ** 3, "harvest_dtype": None}
