@@ -40,9 +40,6 @@ before the activation store: explained variance 0.87646 against 0.87648, and a s
 it counts 66 sparse alive features where this code's SAE has 65), so figures measured on
 an old cache did not match a clean clone's. Such entries are no longer reused.
 """
-_KEY_LEGACY = {"long_texts": "truncate", "epochs": None, "store": "stream",
-               "store_budget_bytes": 2 * 1024 ** 3, "harvest_dtype": None}
-"""TrainConfig values that reproduce the pipeline from before windows and the store."""
 
 
 def fit_sae(
@@ -152,17 +149,14 @@ def ce_increase_fn(model: HookedTransformer, texts: list[str], hook_name: str,
 
 def cache_key(model: HookedTransformer, hook_name: str, sae_cfg: SAEConfig,
               train_cfg: TrainConfig) -> str:
-    """Hash of what determines a trained SAE: the model's weights, hook, both configs.
+    """Hash of what determines a trained SAE: the model's weights, hook, both configs and
+    ``_CACHE_VERSION``.
 
     Texts are identified by ``sae_cfg.dataset_path``: give different text sources
-    different dataset_path values, or they share a cache entry. TrainConfig fields added
-    with whole texts and the activation store are left out while they hold the values
-    that reproduce the earlier pipeline (``_KEY_LEGACY``), so the reference SAE and every
-    config that asks for the old behaviour keep their keys; other values change the key.
+    different dataset_path values, or they share a cache entry.
     """
     cfg = {k: v for k, v in sae_cfg.to_dict().items() if k != "device"}
-    train = {k: v for k, v in train_cfg.to_dict().items()
-             if not (k in _KEY_LEGACY and v == _KEY_LEGACY[k])}
+    train = train_cfg.to_dict()
     model_key = f"{model_name(model)}:{model_fingerprint(model)[:16]}"
     blob = json.dumps({"version": _CACHE_VERSION, "model": model_key,
                        "hook": hook_name, "sae": cfg, "train": train},

@@ -125,7 +125,7 @@ def test_resume_over_store_epochs_is_bit_identical(world, tmp_path, monkeypatch)
     assert resumed.history == straight.history
 
 
-def test_reference_recipe_keeps_its_cache_key(world):
+def test_reference_recipe_cache_key_follows_its_fields(world):
     model, hook, _ = world
     _, sae_cfg, train_cfg, _ = pipeline.reference_configs(model)
     assert (train_cfg.long_texts, train_cfg.store) == ("truncate", "stream")
