@@ -12,13 +12,18 @@ For each planted concept (quote, pretend_list, time_to, danger):
    occurrences per 100 generated tokens steered vs unsteered (same seeds; a run counts
    once, an immediate repeat counts once), the NLL and repetition costs under the
    unsteered model, how often the steered and on-word features fire, and the same for a
-   random direction of the same norm.
+   random direction of the same norm;
+4. a reference on the same seeds: the concept's context direction (mean residual before
+   the concept starts minus the mean residual) at the same norm, a supervised vector, to
+   show whether any direction at this hook and push could reach the target.
 
 Run: ``python bench/steer_offline_world.py [--preset small] [--threads 1]``.
 Ends with RESULT lines per concept ``c``: ``lift_<c>``, ``lift_low_<c>`` (the lift's 95 %
 lower bound, exact Poisson ratio), ``nll_cost_<c>``, ``rep_cost_<c>`` (repeated 3-grams,
 steered minus unsteered) and ``control_lift_high_<c>`` (a random direction of the same
-norm, same seeds: the 95 % upper bound of its lift), then ``targets_met``.
+norm, same seeds: the 95 % upper bound of its lift), ``direction_lift_<c>`` and
+``direction_lift_low_<c>`` (the context direction's lift and its lower bound), then
+``targets_met``.
 """
 from __future__ import annotations
 
@@ -71,6 +76,10 @@ def main() -> None:
         print(f"{concept}: sweep of feature {r.choice.feature} (lift [lower bound] / NLL cost per "
               "relative scale): " + ", ".join(f"{s:g}: {su:.2g} [{lo:.2g}]/{c:+.2f}" for s, su, lo, c
                                               in zip(sw.scales, sw.success, sw.success_low, sw.cost)))
+    for concept, r in results.items():
+        d = r.direction.vs_unsteered
+        print(f"{concept}: context direction at the same norm: lift {d.lift}, "
+              f"NLL cost {d.nll_cost.value:+.2f}; the chosen feature's lift {r.report.lift}")
     met = sum(r.target_met for r in results.values())
     print(f"\ntargets met (lift's 95 % lower bound >= {choose.target:g}x at <= "
           f"+{choose.cost_budget:g} nats/token, {args.n_final} held-out samples x "
@@ -82,6 +91,8 @@ def main() -> None:
         print(f"RESULT nll_cost_{concept} {rep.nll_cost.value:.3f}")
         print(f"RESULT rep_cost_{concept} {rep.rep_cost.value:.3f}")
         print(f"RESULT control_lift_high_{concept} {ctrl.lift.hi:.3f}")
+        print(f"RESULT direction_lift_{concept} {r.direction.vs_unsteered.lift.value:.3f}")
+        print(f"RESULT direction_lift_low_{concept} {r.direction.vs_unsteered.lift.lo:.3f}")
     print(f"RESULT targets_met {met}")
 
 

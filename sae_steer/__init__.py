@@ -54,6 +54,7 @@ _EXPORTS: dict[str, str] = {
     "to_absolute_scale": "steer.hooks",
     "generate_steered": "steer.generate",
     "generate_unsteered": "steer.generate",
+    "generate_along": "steer.generate",
     "typical_resid_norm": "steer.generate",
     # measuring: concepts, re-scoring, reports, sweeps, feature choice
     "Concept": "measure.concepts",
@@ -61,6 +62,7 @@ _EXPORTS: dict[str, str] = {
     "steering_report": "measure.report",
     "scale_sweep": "measure.sweep",
     "steer_concept": "measure.choose",
+    "concept_candidates": "measure.candidates",
     "feature_scores": "measure.steerability",
     # the offline world
     "planted_concepts": "toystories.concepts",

@@ -1,4 +1,4 @@
-"""Which SAE features might steer toward a concept? Three kinds of candidate.
+"""Which SAE features might steer toward a concept? Four kinds of candidate.
 
 - The *on-word* feature fires on the concept's tokens (best F1 against the concept's
   labels). It reads the concept but often does not write it: steering with it rarely
@@ -8,6 +8,11 @@
   the next token. We measure that directly: add ``scale * W_dec[i]`` at the hook on
   ordinary text and see how much the log-probability mass of the concept's vocabulary
   rises at the model's output -- through the rest of the model, not a logit-lens shortcut.
+- An *aligned* feature's decoder row points along the concept's *context direction*: the
+  mean residual on the token just before the concept starts minus the mean residual over
+  all tokens (a difference of means, the usual supervised steering vector). The direction
+  itself is kept as a reference: when even it cannot make the concept appear at a given
+  push, the hook is the limit, not the choice of feature.
 
 Works for any concept object (``name`` + ``mask(model, token_ids)``) and any model.
 """
@@ -144,6 +149,11 @@ class ConceptCandidates:
     pre_word: int = -1
     """Feature that fires on the token right *before* the concept starts (its context)."""
     pre_word_f1: float = 0.0
+    aligned: list[int] = dataclasses.field(default_factory=list)
+    """Features ranked by the cosine of their decoder row with ``direction`` (best first)."""
+    direction: Tensor | None = None
+    """``[d_model]`` the concept's context direction at the hook, unit norm (None: the
+    texts hold no concept start)."""
 
 
 @torch.no_grad()
@@ -166,24 +176,62 @@ def concept_candidates(
     batch = torch.stack([r[:length] for r in rows[:cfg.n_effect_texts]])
     norm = resid_norm if resid_norm is not None else typical_resid_norm(model, hook_name, batch)
     effect = logit_effect(model, sae, vocab, batch, cfg.candidate_scale * norm, hook_name)
-    acts = []
-    for start in range(0, len(rows), 64):  # batches of right-padded texts; pads dropped
-        part = rows[start : start + 64]
-        padded = torch.nn.utils.rnn.pad_sequence(part, batch_first=True)
-        feats = sae.encode(hook_activations(model, padded, hook_name).to(sae.W_dec.device))
-        acts += [feats[j, : len(r)].cpu() for j, r in enumerate(part)]
     labels, before = [], []
     for ids in id_rows:
         mask = concept.mask(model, ids)
         labels += mask
         before += before_starts(mask)
+    acts, context, offset = [], _ContextMeans(), 0
+    for start in range(0, len(rows), 64):  # batches of right-padded texts; pads dropped
+        part = rows[start : start + 64]
+        padded = torch.nn.utils.rnn.pad_sequence(part, batch_first=True)
+        resid = hook_activations(model, padded, hook_name)
+        feats = sae.encode(resid.to(sae.W_dec.device))
+        for j, r in enumerate(part):
+            acts.append(feats[j, : len(r)].cpu())
+            context.add(resid[j, : len(r)], before[offset : offset + len(r)])
+            offset += len(r)
     acts_all = torch.cat(acts)
     f1 = on_word_f1(acts_all, torch.tensor(labels))
     pre = on_word_f1(acts_all, torch.tensor(before))
+    direction = context.direction()
+    aligned = [] if direction is None else decoder_alignment(sae, direction).argsort(
+        descending=True)[:cfg.n_candidates].tolist()
     return ConceptCandidates(concept, vocab,
                              effect.argsort(descending=True)[:cfg.n_candidates].tolist(),
                              effect, int(f1.argmax()), float(f1.max()), int(pre.argmax()),
-                             float(pre.max()))
+                             float(pre.max()), aligned, direction)
+
+
+class _ContextMeans:
+    """Running sums for the context direction: residuals before a concept start vs all
+    (BOS left out: its outsized norm would dominate the overall mean)."""
+
+    def __init__(self) -> None:
+        self.total = self.before = None
+        self.n_total = self.n_before = 0
+
+    def add(self, resid: Float[Tensor, "pos d_model"], before: Sequence[bool]) -> None:
+        body, flags = resid[1:].float().cpu(), torch.tensor(list(before[1:]), dtype=torch.bool)
+        if self.total is None:
+            self.total, self.before = torch.zeros(body.shape[-1]), torch.zeros(body.shape[-1])
+        self.total += body.sum(0)
+        self.before += body[flags].sum(0)
+        self.n_total += len(body)
+        self.n_before += int(flags.sum())
+
+    def direction(self) -> Tensor | None:
+        if not self.n_before:
+            return None
+        d = self.before / self.n_before - self.total / self.n_total
+        return d / d.norm().clamp(min=1e-12)
+
+
+def decoder_alignment(sae: Any, direction: Float[Tensor, " d_model"]) -> Float[Tensor, " d_sae"]:
+    """Cosine of every decoder row ``W_dec[i]`` with ``direction``."""
+    rows = sae.W_dec.detach().float()
+    d = direction.to(rows.device).float()
+    return ((rows @ d) / (rows.norm(dim=-1) * d.norm()).clamp(min=1e-12)).cpu()
 
 
 def before_starts(mask: Sequence[bool]) -> list[bool]:

@@ -1,9 +1,10 @@
 """Which feature steers toward a concept, at which scale? A measured choice.
 
-``choose_feature`` sweeps the scale for the top predictive candidates and the on-word and
-pre-word features (``candidates.py``) and keeps the one that reaches the lift target at
-the smallest scale within the cost budget. ``steer_concept`` runs the whole procedure and
-measures the choice on fresh seeds: selection and measurement never share a sample.
+``choose_feature`` sweeps the scale for the top predictive candidates and the on-word,
+pre-word and best-aligned features (``candidates.py``) and keeps the one that reaches the
+lift target at the smallest scale within the cost budget. ``steer_concept`` runs the whole
+procedure and measures the choice on fresh seeds: selection and measurement never share a
+sample.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from transformer_lens import HookedTransformer
 from sae_steer.config import ChooseConfig, SteerConfig, choose_config, steer_config
 from sae_steer.lm import check_sae_fits
 from sae_steer.measure.candidates import ConceptCandidates, concept_candidates
-from sae_steer.measure.report import SteeringReport, steering_report
+from sae_steer.measure.report import Control, SteeringReport, direction_control, steering_report
 from sae_steer.measure.sweep import Sweep, scale_sweep
 from sae_steer.steer import typical_resid_norm
 
@@ -28,7 +29,7 @@ class ConceptChoice:
     """The concept's name."""
     feature: int
     kind: str
-    """``predictive``, ``on_word`` or ``pre_word``."""
+    """``predictive``, ``on_word``, ``pre_word`` or ``aligned``."""
     scale: float | None
     """Suggested scale in the sweep's unit (None: no candidate met the target)."""
     sweep: Sweep
@@ -50,16 +51,19 @@ def choose_feature(
     cfg: SteerConfig | None = None, *, n_candidates: int = 3, target: float | None = None,
     cost_budget: float = 1.5, **settings: Any,
 ) -> ConceptChoice:
-    """Sweep the top ``n_candidates`` predictive features and the on-word and pre-word
-    features (samples drawn with ``cfg``, relative scales by default); keep the best."""
+    """Sweep the top ``n_candidates`` predictive features, the on-word and pre-word features
+    and the best-aligned one (samples drawn with ``cfg``, relative scales by default); keep
+    the best."""
     cfg = steer_config(cfg or SteerConfig(n_samples=16, scale_unit="relative"), **settings)
     extra = [candidates.on_word] + ([candidates.pre_word] if candidates.pre_word >= 0 else [])
+    extra += candidates.aligned[:1]
     pool = list(dict.fromkeys(candidates.predictive[:n_candidates] + extra))
     sweeps = {f: scale_sweep(model, sae, f, scales, cfg, concept=candidates.concept,
                              target=target, cost_budget=cost_budget) for f in pool}
     best = min(pool, key=lambda f: _rank(sweeps[f]))
     kind = ("predictive" if best in candidates.predictive[:n_candidates]
-            else "on_word" if best == candidates.on_word else "pre_word")
+            else "on_word" if best == candidates.on_word
+            else "pre_word" if best == candidates.pre_word else "aligned")
     return ConceptChoice(candidates.concept.name, best, kind, sweeps[best].suggested,
                          sweeps[best], sweeps)
 
@@ -74,6 +78,9 @@ class ConceptResult:
     """The report at the chosen scale, on seeds not used to choose it."""
     relative_scale: float
     config: ChooseConfig = dataclasses.field(default_factory=ChooseConfig)
+    direction: Control | None = None
+    """The concept's context direction (``candidates.direction``) at the same norm, same
+    seeds: what a supervised vector of that size does at this hook (None: not measured)."""
 
     @property
     def target_met(self) -> bool:
@@ -95,12 +102,22 @@ class ConceptResult:
             "events": f"{r.lift.numerator} / {r.lift.denominator}",
             "nll_cost": r.nll_cost.value, "rep_cost": r.rep_cost.value,
             "control_lift_hi": ctrl.hi if ctrl is not None else math.nan,
+            **_direction_row(self.direction),
             "fires_steered": r.steered.fires[r.feature].value,
             "fires_unsteered": r.unsteered.fires[r.feature].value,
             "on_word": c.on_word, "on_word_f1": round(c.on_word_f1, 3),
             "on_word_fires_steered": on[0].value, "on_word_fires_unsteered": on[1].value,
             "target_met": self.target_met,
         }
+
+
+def _direction_row(direction: Control | None) -> dict[str, Any]:
+    lift = direction.vs_unsteered.lift if direction is not None else None
+    if lift is None:
+        return {"direction_lift": math.nan, "direction_lift_lo": math.nan,
+                "direction_nll_cost": math.nan}
+    return {"direction_lift": lift.value, "direction_lift_lo": lift.lo,
+            "direction_nll_cost": direction.vs_unsteered.nll_cost.value}
 
 
 def steer_concept(
@@ -115,7 +132,9 @@ def steer_concept(
     the reported lift is not inflated by picking the luckiest scale. The first scale to
     cross the target on a few seeds tends to fall short on fresh ones (winner's curse), so
     selection aims ``cfg.select_margin`` x higher than ``cfg.target``. When no scale meets
-    that, the report uses the scale with the best lift within the cost budget.
+    that, the report uses the scale with the best lift within the cost budget. Beside it,
+    the concept's context direction at the same norm on the same seeds
+    (``ConceptResult.direction``) shows whether any such vector could do better.
     """
     cfg = choose_config(cfg, **settings)
     steer = steer or SteerConfig(scale_unit="relative")
@@ -129,7 +148,12 @@ def steer_concept(
     report = steering_report(model, sae, choice.feature, rel, steer, concept=cands.concept,
                              rescore_features=[cands.on_word], n_samples=cfg.n_final,
                              seed=cfg.final_seed)
-    return ConceptResult(choice, cands, report, rel, cfg)
+    direction = None
+    if cands.direction is not None and report.config.mode != "clamp":
+        gen, _ = report.generations
+        direction = direction_control(model, sae, gen, report.config, list(report.steered.fires),
+                                      cands.concept, report.unsteered, cands.direction)
+    return ConceptResult(choice, cands, report, rel, cfg, direction)
 
 
 @dataclasses.dataclass

@@ -12,7 +12,8 @@ against unsteered, every figure with its 95 % interval and its sample count:
 - ``fires_gain``: fire rate steered minus unsteered, paired by seed (Newcombe's interval);
 - ``nll_cost``, ``rep_cost``: paired mean differences (normal interval);
 - ``control``: the same against a random direction of the same norm, same seeds, so a
-  reader sees what any push of that size does.
+  reader sees what any push of that size does (``direction_control`` does it for any
+  direction, e.g. a concept's context direction).
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import Tensor
 from transformer_lens import HookedTransformer
 
 from sae_steer.config import SteerConfig, steer_config
@@ -33,7 +35,7 @@ from sae_steer.measure.concepts import as_concept, occurrences
 from sae_steer.measure.rescore import measure
 from sae_steer.measure.stats import (Estimate, Ratio, normal_mean, paired_difference, paired_rate_ratio,
                                      pooled_rate, repeated_ngram_fraction, wilson)
-from sae_steer.steer import Generation, generate_steered, generate_unsteered, steering
+from sae_steer.steer import Generation, generate_along, generate_steered, generate_unsteered
 
 
 @dataclasses.dataclass
@@ -119,13 +121,17 @@ def compare(side: SideStats, base: SideStats) -> Comparison:
 
 @dataclasses.dataclass
 class Control:
-    """A random direction of the steering vector's norm, sampled with the same seeds."""
+    """A fixed direction at the steering vector's norm, sampled with the same seeds: a
+    random one (what any push of that size does) or a reference such as a concept's
+    context direction (what a supervised vector of that size does)."""
 
     norm: float
     """Norm of the vector added (equal to the feature's steering vector)."""
     seed: int
+    """Seed of the random direction (-1: not random)."""
     side: SideStats
     vs_unsteered: Comparison
+    kind: str = "random"
 
 
 @dataclasses.dataclass
@@ -202,18 +208,24 @@ def _json_safe(row: dict[str, Any]) -> dict[str, Any]:
             for k, v in row.items()}
 
 
+def direction_control(model: HookedTransformer, sae: Any, gen: Generation, cfg: SteerConfig,
+                      features: Sequence[int], concept: Any, base: SideStats, direction: Tensor,
+                      *, seed: int = -1, kind: str = "reference") -> Control:
+    """Sample with ``direction`` (any norm: it is rescaled) at the norm of ``gen``'s steering
+    vector, with ``gen``'s seeds and positions, and measure it against ``base``."""
+    norm = abs(gen.scale) * float(sae.W_dec[gen.feature].detach().float().norm())
+    pushed = generate_along(model, check_sae_fits(model, sae.cfg), direction, norm, cfg)
+    side = side_stats(model, sae, pushed, features, concept, cfg.fire_threshold)
+    return Control(norm, seed, side, compare(side, base), kind)
+
+
 def random_control(model: HookedTransformer, sae: Any, gen: Generation, cfg: SteerConfig,
                    features: Sequence[int], concept: Any, base: SideStats) -> Control:
     """Sample with a random direction of the steering vector's norm (same seeds) and measure."""
-    hook = check_sae_fits(model, sae.cfg)
-    row = sae.W_dec[gen.feature].detach().float()
-    norm = abs(gen.scale) * float(row.norm())
     seed = cfg.seed * 7919 + gen.feature  # fixed per (seed, feature): reproducible
-    direction = torch.randn(row.shape[0], generator=torch.Generator().manual_seed(seed))
-    with steering(model, hook, direction / direction.norm(), norm):
-        pushed = generate_unsteered(model, cfg)
-    side = side_stats(model, sae, pushed, features, concept, cfg.fire_threshold)
-    return Control(norm, seed, side, compare(side, base))
+    direction = torch.randn(sae.W_dec.shape[1], generator=torch.Generator().manual_seed(seed))
+    return direction_control(model, sae, gen, cfg, features, concept, base, direction,
+                             seed=seed, kind="random")
 
 
 def steering_report(

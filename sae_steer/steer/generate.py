@@ -22,7 +22,7 @@ from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
 
 from sae_steer.config import SteerConfig, steer_config
 from sae_steer.lm import hook_activations, check_sae_fits, to_text
-from sae_steer.steer.hooks import Positions, SteeringStats, feature_scales, steered
+from sae_steer.steer.hooks import Positions, SteeringStats, feature_scales, steered, steering
 from sae_steer.steer.units import to_absolute_scales
 
 
@@ -241,4 +241,26 @@ def generate_steered(
     out = _finish(model, prompt, new, seeds, cfg)
     out.feature, out.scale = next(iter(scales.items()))
     out.mode, out.stats, out.features = cfg.mode, stats, scales
+    return out
+
+
+def generate_along(
+    model: HookedTransformer, hook_name: str, direction: Float[Tensor, " d_model"], norm: float,
+    cfg: SteerConfig | None = None, **settings: Any,
+) -> Generation:
+    """Samples while adding a vector of L2 norm ``norm`` along ``direction`` at ``hook_name``:
+    any vector, not an SAE feature (a random control, a difference of means).
+
+    Same seeds, positions (``cfg.positions``) and KV-cache handling as ``generate_steered``,
+    so the two compare sample by sample. No hook is left afterwards.
+    """
+    cfg = steer_config(cfg, **settings)
+    prompt, seeds = _draw(model, cfg)
+    unit = torch.as_tensor(direction).detach().float()
+    unit = unit / unit.norm().clamp(min=1e-12)
+    gate = Positions(len(prompt) if cfg.positions == "generated" else 0)
+    with steering(model, hook_name, unit, float(norm), gate) as stats:
+        new = _sample(model, prompt, seeds, cfg, gate)
+    out = _finish(model, prompt, new, seeds, cfg)
+    out.stats = stats
     return out

@@ -82,6 +82,9 @@ def _steer_and_rescore(args: argparse.Namespace, model, sae, search) -> None:
           f"{rep.unsteered.concept_rate.value:.2f} concept occurrences per 100 tokens "
           f"(lift {rep.lift}), text cost {rep.nll_cost} nats/token; a random direction of the "
           f"same norm: lift {rep.control.vs_unsteered.lift}")
+    if result.direction is not None:
+        print(f"the concept's context direction (a supervised vector) at that norm: lift "
+              f"{result.direction.vs_unsteered.lift}")
     one = steer.replace(n_samples=1, seed=args.seed, resid_norm=rep.config.resid_norm)
     steered = generate_steered(model, sae, feature, rel, one)
     clean = generate_unsteered(model, one)

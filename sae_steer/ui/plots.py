@@ -107,30 +107,40 @@ def plot_sweep(sweep: Sweep, title: str | None = None):
 
 
 def plot_lifts(results: dict, *, target: float | None = None) -> Figure:
-    """Each concept's lift with its 95 % interval, beside a random direction of the same norm.
+    """Each concept's lift with its 95 % interval, beside a random direction of the same norm
+    and, when measured, the concept's context direction at that norm (``result.direction``).
 
     ``results`` maps a concept name to a ``ConceptResult`` (``steer_concept``). Log scale;
     an interval reaching 0 or infinity is drawn to the axis edge.
     """
     names = list(results)
-    fig = Figure(figsize=(6.4, 0.7 + 0.55 * len(names)), layout="constrained")
+
+    def bars(r) -> list[tuple]:
+        out = [(r.report.lift, -0.2, "tab:blue", "steered feature"),
+               (r.report.control.vs_unsteered.lift, 0.0, "tab:gray", "random direction, same norm")]
+        if getattr(r, "direction", None) is not None:
+            out.append((r.direction.vs_unsteered.lift, 0.2, "tab:orange",
+                        "concept's context direction, same norm"))
+        return out
+
+    fig = Figure(figsize=(6.4, 0.7 + 0.65 * len(names)), layout="constrained")
     ax = fig.add_subplot()
-    finite = [v for r in results.values() for v in (r.report.lift.lo, r.report.lift.hi,
-              r.report.control.vs_unsteered.lift.hi) if math.isfinite(v) and v > 0]
+    finite = [v for r in results.values() for lift, *_ in bars(r) for v in (lift.lo, lift.hi)
+              if math.isfinite(v) and v > 0]
     lo_edge = min(finite + [0.1]) / 2
     hi_edge = max(finite + [10.0]) * 2
 
     def clip(v: float) -> float:
         return min(max(v, lo_edge), hi_edge) if not math.isnan(v) else lo_edge
 
+    labelled = set()
     for y, name in enumerate(names):
-        for lift, offset, color, label in (
-                (results[name].report.lift, -0.15, "tab:blue", "steered feature"),
-                (results[name].report.control.vs_unsteered.lift, 0.15, "tab:gray",
-                 "random direction, same norm")):
+        for lift, offset, color, label in bars(results[name]):
             mid = clip(lift.value)
             ax.errorbar([mid], [y + offset], xerr=[[mid - clip(lift.lo)], [clip(lift.hi) - mid]],
-                        fmt="o", color=color, capsize=3, label=label if y == 0 else None)
+                        fmt="o", color=color, capsize=3,
+                        label=None if label in labelled else label)
+            labelled.add(label)
     if target is not None:
         ax.axvline(target, color="tab:green", ls="--", lw=1, label=f"target {target:g}x")
     ax.axvline(1.0, color="k", lw=0.8)

@@ -171,3 +171,100 @@ def test_selection_and_measurement_never_share_a_sample(tiny_model, monkeypatch)
     assert result.relative_scale == 0.3
     assert len(seen["select"]) == 16 and len(seen["final"]) == 64
     assert not seen["select"] & seen["final"]
+
+
+def test_context_direction_is_the_mean_difference_before_the_concept(tok_model):
+    """candidates.direction = mean residual on the token before each concept start minus
+    the mean over all non-BOS tokens, unit norm; ``aligned`` ranks decoder rows by cosine."""
+    from sae_steer.lm import hook_activations
+    from sae_steer.measure import Concept, concept_candidates
+    from sae_steer.measure.candidates import before_starts, decoder_alignment
+
+    sae = make_sae(d_sae=8)
+    park = Concept.words(["park"])
+    texts = ["Lily liked to play in the park with Tom .",
+             "Tom was a little girl ! she liked the park",
+             "Once upon a time there was a park ."]
+    cands = concept_candidates(tok_model, sae, texts, park, n_effect_texts=2, n_candidates=3)
+    before, every = [], []
+    for text in texts:
+        ids = tok_model.to_tokens(text)[0]
+        resid = hook_activations(tok_model, ids[None], HOOK)[0].float()
+        flags = before_starts(park.mask(tok_model, ids.tolist()))
+        before += [resid[i] for i in range(1, len(ids)) if flags[i]]
+        every += [resid[i] for i in range(1, len(ids))]
+    assert len(before) == 3  # "the park", "the park", "a park"
+    expected = torch.stack(before).mean(0) - torch.stack(every).mean(0)
+    expected = expected / expected.norm()
+    assert cands.direction is not None
+    assert torch.allclose(cands.direction, expected, atol=1e-5)
+    cos = decoder_alignment(sae, cands.direction)
+    rows = sae.W_dec.detach()
+    by_hand = (rows @ expected) / rows.norm(dim=-1)
+    assert torch.allclose(cos, by_hand, atol=1e-5)
+    assert cands.aligned == by_hand.argsort(descending=True)[:3].tolist()
+
+
+def test_no_concept_start_gives_no_direction(tok_model):
+    from sae_steer.measure import Concept, concept_candidates
+
+    # "park" only ever opens a text: no token precedes a start, so there is no context
+    park = Concept.words(["park"])
+    texts = ["park with Tom .", "park ! she liked", "park ."]
+    # only BOS precedes a start here, and BOS is left out of the means on purpose
+    cands = concept_candidates(tok_model, make_sae(), texts, park, n_effect_texts=2)
+    assert cands.direction is None and cands.aligned == []
+
+
+def test_choose_feature_sweeps_the_best_aligned_feature_too(tiny_model, monkeypatch):
+    import sae_steer.measure.choose as choose
+
+    calls = []
+
+    def fake_sweep(model, sae, feature, scales, cfg=None, **kw):
+        calls.append(feature)
+        good = feature == 5
+        return _sweep([1, 6 if good else 2, 9], [0.1, 0.4, 2.0], 0.3 if good else None)
+
+    monkeypatch.setattr(choose, "scale_sweep", fake_sweep)
+    danger = planted_concepts()["danger"]
+    cand = ConceptCandidates(danger, {1: 1.0}, [2, 4], torch.zeros(8), 6, 0.9, 7, 0.5,
+                             aligned=[5, 3], direction=torch.ones(16))
+    choice = choose_feature(tiny_model, make_sae(), cand, [0.1, 0.3, 0.5], n_candidates=2)
+    assert calls == [2, 4, 6, 7, 5]  # only the best-aligned one joins the pool
+    assert choice.feature == 5 and choice.kind == "aligned"
+
+
+def test_steer_concept_measures_the_context_direction_on_the_same_seeds(tiny_model, monkeypatch):
+    """The reference: the concept's direction at the chosen feature's norm, same seeds and
+    baseline as the report; a direction at the feature's own row reproduces the feature."""
+    import sae_steer.measure.choose as choose
+    from sae_steer.config import ChooseConfig, SteerConfig
+    from sae_steer.measure import Concept
+
+    sae = make_sae()
+    anything = Concept.tokens([3, 7, 9], name="some tokens")
+    row = sae.W_dec[4].detach()
+
+    def fake_candidates(model, sae, texts, concept, cfg=None, **kw):
+        return ConceptCandidates(concept, {3: 1.0}, [4], torch.zeros(8), 4, 0.5,
+                                 direction=row / row.norm())
+
+    def fake_sweep(model, sae, feature, scales, cfg=None, **kw):
+        return _sweep([1, 9, 9], [0.1, 0.2, 0.3], 0.3)
+
+    monkeypatch.setattr(choose, "concept_candidates", fake_candidates)
+    monkeypatch.setattr(choose, "scale_sweep", fake_sweep)
+    result = choose.steer_concept(
+        tiny_model, sae, ["text"], anything, ChooseConfig(n_select=4, n_final=6),
+        SteerConfig(scale_unit="relative", resid_norm=2.0, prompt=PROMPT, max_new_tokens=8))
+    ref, rep = result.direction, result.report
+    assert ref is not None and ref.kind == "reference" and ref.seed == -1
+    assert ref.norm == pytest.approx(rep.control.norm)
+    assert ref.norm == pytest.approx(0.3 * 2.0, rel=1e-5)  # relative 0.3 x residual norm 2
+    # the feature's own row as "direction": the same vector, so the same samples and counts
+    assert ref.side.concept_counts == rep.steered.concept_counts
+    assert ref.side.nll_per_sample == pytest.approx(rep.steered.nll_per_sample, abs=1e-5)
+    row_out = result.row()
+    assert row_out["direction_lift"] == pytest.approx(ref.vs_unsteered.lift.value, nan_ok=True)
+    assert_clean(tiny_model)

@@ -9,7 +9,8 @@ from builders import HOOK, assert_clean, make_sae
 from sae_steer.config import SearchConfig, SteerConfig
 from sae_steer.inspect import search_features
 from sae_steer.lm import hook_activations
-from sae_steer.steer import (Positions, clamping, generate_steered, generate_unsteered, steered,
+from sae_steer.steer import (Positions, clamping, generate_along, generate_steered,
+                             generate_unsteered, steered,
                              steering, steering_direction, to_absolute_scales)
 from sae_steer.steer import generate as steer_generate
 
@@ -45,6 +46,23 @@ def test_kv_cached_and_uncached_give_identical_tokens(tiny_model, sae, mode, pos
         assert cached.features == uncached.features
     plain = generate_unsteered(tiny_model, **kw)
     assert _tokens(cached) != _tokens(plain)  # the steering really changed something
+    assert_clean(tiny_model)
+
+
+@pytest.mark.parametrize("positions", ["all", "generated"])
+@pytest.mark.parametrize("use_kv_cache", [True, False], ids=["cached", "uncached"])
+def test_generate_along_a_feature_row_is_steering_with_that_feature(tiny_model, sae, positions,
+                                                                   use_kv_cache):
+    """Any vector, same sampler: along W_dec[i] at norm |scale * W_dec[i]| it gives exactly
+    the feature's samples, in every position mode, cached or not."""
+    kw = dict(prompt=PROMPT, max_new_tokens=12, n_samples=3, seed=2, positions=positions,
+              use_kv_cache=use_kv_cache)
+    row = sae.W_dec[3].detach()
+    ours = generate_along(tiny_model, HOOK, -7.0 * row, 4.0 * float(row.norm()), **kw)
+    feature = generate_steered(tiny_model, sae, 3, -4.0, **kw)
+    assert _tokens(ours) == _tokens(feature) and ours.seeds == feature.seeds
+    assert _tokens(ours) != _tokens(generate_unsteered(tiny_model, **kw))
+    assert ours.stats == feature.stats and ours.stats.positions > 0  # the same positions
     assert_clean(tiny_model)
 
 

@@ -1,0 +1,30 @@
+"""Plots draw what they are given: the lift plot's bars and their labels."""
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+from sae_steer.measure import poisson_ratio
+from sae_steer.ui.plots import plot_lifts
+
+
+def _result(feature, control, direction=None):
+    side = lambda lift: SimpleNamespace(vs_unsteered=SimpleNamespace(lift=lift))  # noqa: E731
+    return SimpleNamespace(report=SimpleNamespace(lift=feature, control=side(control)),
+                           direction=side(direction) if direction is not None else None)
+
+
+def test_plot_lifts_draws_feature_control_and_context_direction():
+    quote = _result(poisson_ratio(400, 1e4, 40, 1e4), poisson_ratio(42, 1e4, 40, 1e4),
+                    poisson_ratio(300, 1e4, 40, 1e4))
+    rare = _result(poisson_ratio(5, 1e4, 0, 1e4), poisson_ratio(0, 1e4, 0, 1e4))  # inf and nan
+    assert math.isinf(rare.report.lift.value)
+    fig = plot_lifts({"quote": quote, "rare": rare}, target=3.0)
+    ax = fig.axes[0]
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert sorted(labels) == sorted(["steered feature", "random direction, same norm",
+                                     "concept's context direction, same norm", "target 3x"])
+    assert len(ax.containers) == 5  # 3 bars for quote, 2 for rare (no direction measured)
+    lo, hi = ax.get_xlim()
+    assert 0 < lo < 1 < 10 < hi and math.isfinite(hi)
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["quote", "rare"]
