@@ -212,7 +212,8 @@ def direction_control(model: HookedTransformer, sae: Any, gen: Generation, cfg: 
                       features: Sequence[int], concept: Any, base: SideStats, direction: Tensor,
                       *, seed: int = -1, kind: str = "reference") -> Control:
     """Sample with ``direction`` (any norm: it is rescaled) at the norm of ``gen``'s steering
-    vector, with ``gen``'s seeds and positions, and measure it against ``base``."""
+    vector, with the seeds and positions of ``cfg`` (the settings ``gen`` was drawn with),
+    and measure it against ``base``."""
     norm = abs(gen.scale) * float(sae.W_dec[gen.feature].detach().float().norm())
     pushed = generate_along(model, check_sae_fits(model, sae.cfg), direction, norm, cfg)
     side = side_stats(model, sae, pushed, features, concept, cfg.fire_threshold)
