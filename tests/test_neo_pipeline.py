@@ -106,6 +106,17 @@ def test_whole_pipeline_runs_on_the_gpt_neo_path(world):
     scored = rescore(model, sae, gen, feature)
     assert len(scored) == 2 and len(scored[0].acts) == len(scored[0].token_ids)
     assert all(len(planted_concepts()["danger"].mask(model, r.token_ids)) == len(r.token_ids) for r in scored)
+    # the concept's context direction on BPE pieces: a word split in pieces starts once
+    from sae_steer import Concept, concept_candidates
+    from sae_steer.toystories.vocab import DANGER_WORDS
+
+    danger = Concept.words(list(DANGER_WORDS))
+    split = [w for w in DANGER_WORDS if len(model.to_str_tokens(" " + w, prepend_bos=False)) > 1]
+    assert split  # this small BPE vocabulary cuts danger words into pieces
+    cands = concept_candidates(model, sae, val, danger, n_effect_texts=4, n_candidates=3)
+    assert cands.direction is not None and cands.direction.shape == (model.cfg.d_model,)
+    assert float(cands.direction.norm()) == pytest.approx(1.0, abs=1e-5)
+    assert len(cands.aligned) == 3
 
 
 def test_pipeline_runs_on_a_transformer_bridge(world):

@@ -32,6 +32,7 @@ from transformer_lens import HookedTransformer
 from sae_steer.config import ChooseConfig, choose_config
 from sae_steer.lm import check_sae_fits, hook_activations
 from sae_steer.measure.concepts import as_concept
+from sae_steer.sae import decoder_units
 from sae_steer.steer import hooked, typical_resid_norm
 
 
@@ -82,8 +83,7 @@ def logit_effect(
     ids = torch.tensor(list(vocab), device=device)
     log_w = torch.tensor(list(vocab.values()), device=device).log()
     tokens = tokens.to(device)
-    rows = sae.W_dec.detach()
-    rows = rows / rows.norm(dim=-1, keepdim=True).clamp(min=1e-12)
+    rows = decoder_units(sae)
     run = _runner_from_hook(model, hook_name, tokens)
     base = _log_mass(run(None), ids, log_w).mean()
     out = []
@@ -176,12 +176,12 @@ def concept_candidates(
     batch = torch.stack([r[:length] for r in rows[:cfg.n_effect_texts]])
     norm = resid_norm if resid_norm is not None else typical_resid_norm(model, hook_name, batch)
     effect = logit_effect(model, sae, vocab, batch, cfg.candidate_scale * norm, hook_name)
-    labels, before = [], []
+    labels, befores = [], []  # befores: per text, the token before each concept start
     for ids in id_rows:
         mask = concept.mask(model, ids)
         labels += mask
-        before += before_starts(mask)
-    acts, context, offset = [], _ContextMeans(), 0
+        befores.append(before_starts(mask))
+    acts, context = [], _ContextMeans()
     for start in range(0, len(rows), 64):  # batches of right-padded texts; pads dropped
         part = rows[start : start + 64]
         padded = torch.nn.utils.rnn.pad_sequence(part, batch_first=True)
@@ -189,11 +189,10 @@ def concept_candidates(
         feats = sae.encode(resid.to(sae.W_dec.device))
         for j, r in enumerate(part):
             acts.append(feats[j, : len(r)].cpu())
-            context.add(resid[j, : len(r)], before[offset : offset + len(r)])
-            offset += len(r)
+            context.add(resid[j, : len(r)], befores[start + j])
     acts_all = torch.cat(acts)
     f1 = on_word_f1(acts_all, torch.tensor(labels))
-    pre = on_word_f1(acts_all, torch.tensor(before))
+    pre = on_word_f1(acts_all, torch.tensor([b for row in befores for b in row]))
     direction = context.direction()
     aligned = [] if direction is None else decoder_alignment(sae, direction).argsort(
         descending=True)[:cfg.n_candidates].tolist()
@@ -212,9 +211,10 @@ class _ContextMeans:
         self.n_total = self.n_before = 0
 
     def add(self, resid: Float[Tensor, "pos d_model"], before: Sequence[bool]) -> None:
-        body, flags = resid[1:].float().cpu(), torch.tensor(list(before[1:]), dtype=torch.bool)
+        body = resid[1:].float()  # summed where the model runs: no copy of the residuals
+        flags = torch.tensor(list(before[1:]), dtype=torch.bool, device=body.device)
         if self.total is None:
-            self.total, self.before = torch.zeros(body.shape[-1]), torch.zeros(body.shape[-1])
+            self.total, self.before = body.new_zeros(body.shape[-1]), body.new_zeros(body.shape[-1])
         self.total += body.sum(0)
         self.before += body[flags].sum(0)
         self.n_total += len(body)
@@ -224,14 +224,14 @@ class _ContextMeans:
         if not self.n_before:
             return None
         d = self.before / self.n_before - self.total / self.n_total
-        return d / d.norm().clamp(min=1e-12)
+        return (d / d.norm().clamp(min=1e-12)).cpu()
 
 
 def decoder_alignment(sae: Any, direction: Float[Tensor, " d_model"]) -> Float[Tensor, " d_sae"]:
     """Cosine of every decoder row ``W_dec[i]`` with ``direction``."""
-    rows = sae.W_dec.detach().float()
-    d = direction.to(rows.device).float()
-    return ((rows @ d) / (rows.norm(dim=-1) * d.norm()).clamp(min=1e-12)).cpu()
+    units = decoder_units(sae).float()
+    d = direction.to(units.device).float()
+    return (units @ (d / d.norm().clamp(min=1e-12))).cpu()
 
 
 def before_starts(mask: Sequence[bool]) -> list[bool]:

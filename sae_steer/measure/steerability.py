@@ -34,6 +34,7 @@ from transformer_lens import HookedTransformer
 
 from sae_steer.inspect import FeatureSearch, unembed_direction
 from sae_steer.lm import check_sae_fits, display_tokens, hook_activations, stop_layer
+from sae_steer.sae import decoder_units
 
 NEUTRAL_PROMPTS = ("Once upon a time", "One day,", "The", "She said", "Then", "They went to",
                    "It was a", "He saw a")
@@ -120,8 +121,7 @@ def feature_scores(
         body = resid[:, 1:] if resid.shape[1] > 1 else resid
         resid_norm = float(body.float().norm(dim=-1).median())
     base = _last_position_probs(model, resid, start)  # [n, vocab]
-    W_dec = sae.W_dec.detach()
-    units = W_dec / W_dec.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    W_dec, units = sae.W_dec.detach(), decoder_units(sae)
     d_sae, n = W_dec.shape[0], tokens.shape[0]
     promoted = torch.stack([unembed_direction(model, W_dec[f]).topk(k).indices.cpu()
                             for f in range(d_sae)])  # [d_sae, k]

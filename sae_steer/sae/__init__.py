@@ -3,6 +3,6 @@
 Knows only torch and safetensors: nothing here imports language-model code.
 """
 from sae_steer.sae.kernels import TrainStepOutput
-from sae_steer.sae.model import SAE, feature_index
+from sae_steer.sae.model import SAE, decoder_units, feature_index
 
-__all__ = ["SAE", "TrainStepOutput", "feature_index"]
+__all__ = ["SAE", "TrainStepOutput", "decoder_units", "feature_index"]

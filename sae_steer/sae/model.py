@@ -39,6 +39,13 @@ def _default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def decoder_units(sae: Any) -> Tensor:
+    """``[d_sae, d_in]`` the decoder rows ``W_dec[i]`` at unit norm (no gradient), for any
+    SAE with a ``W_dec`` (ours or SAELens's): features compared by direction alone."""
+    rows = sae.W_dec.detach()
+    return rows / rows.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+
+
 def feature_index(i: Any, d_sae: int) -> int:
     """``i`` as a feature index in ``0..d_sae-1``: an int, numpy integer or one-element
     integer tensor. Floats and bools are refused, since int() would turn 2.7 into 2."""

@@ -194,6 +194,11 @@ def _draw(model: HookedTransformer, cfg: SteerConfig) -> tuple[Tensor, list[int]
     return prompt, [sample_seed(cfg.seed, j) for j in range(cfg.n_samples)]
 
 
+def _positions_gate(cfg: SteerConfig, prompt_len: int) -> Positions:
+    """The steering hook's gate for ``cfg.positions``; the sampler keeps its offset current."""
+    return Positions(prompt_len if cfg.positions == "generated" else 0)
+
+
 def generate_unsteered(model: HookedTransformer, cfg: SteerConfig | None = None,
                        **settings: Any) -> Generation:
     """Samples without steering, with the same per-sample seeds as ``generate_steered``.
@@ -235,7 +240,7 @@ def generate_steered(
         norm = typical_resid_norm(model, hook_name)
     scales = to_absolute_scales(sae, scales, cfg.scale_unit, cfg.mode, resid_norm=norm,
                                 max_act=max_act)
-    gate = Positions(len(prompt) if cfg.positions == "generated" else 0)
+    gate = _positions_gate(cfg, len(prompt))
     with steered(model, sae, scales, None, cfg.mode, hook_name, gate) as stats:
         new = _sample(model, prompt, seeds, cfg, gate)
     out = _finish(model, prompt, new, seeds, cfg)
@@ -258,7 +263,7 @@ def generate_along(
     prompt, seeds = _draw(model, cfg)
     unit = torch.as_tensor(direction).detach().float()
     unit = unit / unit.norm().clamp(min=1e-12)
-    gate = Positions(len(prompt) if cfg.positions == "generated" else 0)
+    gate = _positions_gate(cfg, len(prompt))
     with steering(model, hook_name, unit, float(norm), gate) as stats:
         new = _sample(model, prompt, seeds, cfg, gate)
     out = _finish(model, prompt, new, seeds, cfg)

@@ -118,7 +118,7 @@ def plot_lifts(results: dict, *, target: float | None = None) -> Figure:
     def bars(r) -> list[tuple]:
         out = [(r.report.lift, -0.2, "tab:blue", "steered feature"),
                (r.report.control.vs_unsteered.lift, 0.0, "tab:gray", "random direction, same norm")]
-        if getattr(r, "direction", None) is not None:
+        if r.direction is not None:
             out.append((r.direction.vs_unsteered.lift, 0.2, "tab:orange",
                         "concept's context direction, same norm"))
         return out
