@@ -1,0 +1,95 @@
+"""The ``Steerer``: steering with one SAE at one hook, and the one home of its scale units.
+
+A scale means nothing without its unit. ``absolute`` multiplies ``W_dec[i]`` as is;
+``relative`` is a multiple of the *typical residual norm* at the hook; ``max_act`` is a
+multiple of the feature's max activation in a search (``SCALE_UNITS``). The typical norm
+is a derived value (principle 13): measured once, by ``typical_resid_norm`` on the model's
+own samples, or given by the user (``SteerConfig.resid_norm``). Every sampler, sweep,
+choice, candidate ranking, score and panel asks a ``Steerer`` for it, so they all push by
+the same amount for the same relative scale.
+"""
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+from transformer_lens import HookedTransformer
+
+from sae_steer.config import SteerConfig, check_number
+from sae_steer.lm import check_sae_fits
+from sae_steer.steer.generate import typical_resid_norm
+from sae_steer.steer.hooks import (Positions, SteeringStats, feature_scales, steered,
+                                   steering_direction, to_relative_scale)
+from sae_steer.steer.units import to_absolute_scales
+
+
+class Steerer:
+    """Steering with one SAE at one hook: owns the typical residual norm (measured once) and
+    every scale-unit conversion, and builds the hook.
+
+    ``hook_name``: default the SAE's own (checked against the model). ``max_act``: the
+    features' max activations (``search.max_act``) for the ``max_act`` unit. ``resid_norm``:
+    the user's typical residual norm (pass ``cfg.resid_norm``); None: measured on first use
+    with ``typical_resid_norm(model, hook_name)`` and kept.
+    """
+
+    def __init__(self, model: HookedTransformer, sae: Any, hook_name: str | None = None, *,
+                 max_act: Any = None, resid_norm: float | None = None) -> None:
+        self.model, self.sae = model, sae
+        self.hook_name = check_sae_fits(model, sae.cfg, hook_name)
+        self.max_act = max_act
+        if resid_norm is not None and check_number(resid_norm, "resid_norm") <= 0:
+            raise ValueError(f"resid_norm must be positive, got {resid_norm!r}")
+        self._resid_norm = None if resid_norm is None else float(resid_norm)
+
+    @classmethod
+    def for_config(cls, model: HookedTransformer, sae: Any, cfg: SteerConfig,
+                   hook_name: str | None = None, max_act: Any = None) -> Steerer:
+        """The steerer for ``cfg``'s samples: its ``resid_norm`` (None: measured once)."""
+        return cls(model, sae, hook_name, max_act=max_act, resid_norm=cfg.resid_norm)
+
+    @property
+    def resid_norm(self) -> float:
+        """Typical residual norm at the hook: the user's, else measured once and cached."""
+        if self._resid_norm is None:
+            self._resid_norm = typical_resid_norm(self.model, self.hook_name)
+        return self._resid_norm
+
+    def absolute(self, scales: Mapping[int, float], unit: str,
+                 mode: str = "decoder_row") -> dict[int, float]:
+        """Each feature's scale in absolute units (clamp mode: the clamp value).
+
+        The norm is measured only when ``unit`` is ``"relative"``.
+        """
+        scales = feature_scales(scales, None, self.sae.cfg.d_sae)
+        norm = self.resid_norm if unit == "relative" else None
+        return to_absolute_scales(self.sae, scales, unit, mode, resid_norm=norm,
+                                  max_act=self.max_act)
+
+    def vector(self, scales: Mapping[int, float], unit: str = "relative"
+               ) -> Float[Tensor, " d_model"]:
+        """``sum_i absolute_i * W_dec[i]`` (decoder-row steering), float32 on the SAE's device."""
+        w_dec = self.sae.W_dec.detach()
+        out = torch.zeros(w_dec.shape[1], device=w_dec.device, dtype=torch.float32)
+        for i, s in self.absolute(scales, unit).items():
+            out += s * w_dec[i].float()
+        return out
+
+    def relative(self, absolute: float, feature: int, mode: str = "decoder_row") -> float:
+        """Inverse for one feature: its steering vector's norm over the typical norm."""
+        return to_relative_scale(absolute, self.resid_norm,
+                                 steering_direction(self.sae, feature, mode))
+
+    @contextlib.contextmanager
+    def steer(self, scales: Mapping[int, float], unit: str, mode: str = "decoder_row",
+              positions: Positions | int | None = None) -> Iterator[SteeringStats]:
+        """Steer with ``{feature: scale}`` in ``unit`` for the block (``steered``; hook removed
+        on exit). Scales are converted before the hook is attached."""
+        absolute = self.absolute(scales, unit, mode)
+        with steered(self.model, self.sae, absolute, None, mode, self.hook_name,
+                     positions) as stats:
+            yield stats
