@@ -7,7 +7,8 @@ For each planted concept (quote, pretend_list, time_to, danger):
    (best F1 against the world's labels);
 2. a scale sweep (relative units: multiples of the typical residual norm at the hook) on
    ``--n-select`` samples picks the feature and the smallest scale whose lift's 95 % lower
-   bound reaches 3x at <= 1.5 nats/token of extra NLL (else the best lower bound);
+   bound reaches ``LIFT_TARGET`` within ``COST_BUDGET`` nats/token of extra NLL
+   (``sae_steer.config.rules``; else the best lower bound);
 3. a fresh steering report on ``--n-final`` samples with other seeds measures it: concept
    occurrences per 100 generated tokens steered vs unsteered (same seeds; a run counts
    once, an immediate repeat counts once), the NLL and repetition costs under the

@@ -11,11 +11,12 @@ of unsteered samples, and none can steer by this measure).
 
 1. a scale sweep (relative units) on ``--n-select`` samples picks the smallest scale whose
    fire-rate gain (steered minus unsteered fire rate of the feature itself, re-scored by the
-   unsteered model, paired by seed) has a 95 % lower bound above 0.3 within +1.5 nats/token;
-   else the scale with the best lower bound;
+   unsteered model, paired by seed) has a 95 % lower bound that reaches ``FIRES_GAIN_TARGET``
+   within ``COST_BUDGET`` nats/token (``sae_steer.config.rules``); else the scale with the
+   best lower bound;
 2. a fresh report on ``--n-final`` samples with other seeds measures it.
 
-A feature "steers" when that fresh lower bound is above 0.3 at <= +1.5 nats/token. A third
+A feature "steers" when that fresh lower bound passes the same rule (printed). A third
 group, the top features by ``self_score`` (the output score read on the tokens a feature
 fires on), shows which score predicts this measure. Prints each group's features and ends
 with ``RESULT steer_rate_top_output``, ``RESULT steer_rate_random``, their ratio ``RESULT
@@ -53,6 +54,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     from sae_steer import ChooseConfig, SteerConfig, feature_scores, load_model, load_texts
+    from sae_steer.config import FIRES_GAIN_TARGET
     from sae_steer.inspect import load_or_search
     from sae_steer.measure import steer_feature, wilson
     from sae_steer.render import table_text
@@ -81,7 +83,9 @@ def main() -> None:
     print(f"toystories/{args.preset}: {sae.cfg.d_sae} features, {int(alive.sum())} alive with "
           f"density <= {args.max_density:g}; "
           f"scores in {time.perf_counter() - start:.0f} s; groups of {args.n}, "
-          f"{args.n_final} fresh samples x {args.max_new_tokens} tokens per side")
+          f"{args.n_final} fresh samples x {args.max_new_tokens} tokens per side; a feature "
+          f"steers when its fire-rate gain's lower bound >= {FIRES_GAIN_TARGET:g} at <= "
+          f"+{choose.cost_budget:g} nats/token")
     rates = {}
     for name, group in (("top_output", top), ("top_self", top_self), ("random", randoms)):
         results = [steer_feature(model, sae, f, choose, steer) for f in group]

@@ -3,16 +3,21 @@
 Stages: ``SAEConfig`` (the SAE's shape), ``TrainConfig`` (its training), ``SearchConfig``
 (the feature search), ``SteerConfig`` (how steered samples are drawn), ``ChooseConfig``
 (how a feature is chosen for a concept), ``WorldConfig`` (the offline world). Each class
-validates itself in ``__post_init__`` with messages a user can act on. Standard library
-only: every other module imports this one, so it must stay light.
+validates itself in ``__post_init__`` with messages a user can act on. ``rules`` states when
+steering worked (targets, cost budget, the pass rule) for every sweep, choice and bench.
+Standard library only: every other module imports this one, so it must stay light.
 """
 from sae_steer.config.base import StageConfig, check_number, replace_config
+from sae_steer.config.rules import (COST_BUDGET, FIRES_GAIN_TARGET, LIFT_TARGET, SUCCESS_TARGETS,
+                                    best_scale, passes, suggest_scale, within_budget)
 from sae_steer.config.sae import Architecture, SAEConfig, TrainConfig
 from sae_steer.config.search import SearchConfig
 from sae_steer.config.steer import (MODES, POSITIONS, SCALE_UNITS, ChooseConfig, SteerConfig,
                                     choose_config, steer_config)
 from sae_steer.config.world import NeoConfig, WorldConfig
 
-__all__ = ["MODES", "POSITIONS", "SCALE_UNITS", "Architecture", "ChooseConfig", "NeoConfig",
-           "SAEConfig", "SearchConfig", "StageConfig", "SteerConfig", "TrainConfig", "WorldConfig",
-           "check_number", "choose_config", "replace_config", "steer_config"]
+__all__ = ["COST_BUDGET", "FIRES_GAIN_TARGET", "LIFT_TARGET", "MODES", "POSITIONS", "SCALE_UNITS",
+           "SUCCESS_TARGETS", "Architecture", "ChooseConfig", "NeoConfig", "SAEConfig",
+           "SearchConfig", "StageConfig", "SteerConfig", "TrainConfig", "WorldConfig", "best_scale",
+           "check_number", "choose_config", "passes", "replace_config", "steer_config",
+           "suggest_scale", "within_budget"]

@@ -6,6 +6,7 @@ import dataclasses
 from typing import Any
 
 from sae_steer.config.base import StageConfig, check_number, is_integer, replace_config, require
+from sae_steer.config.rules import COST_BUDGET, LIFT_TARGET
 
 
 MODES = ("decoder_row", "clamp", "decoder_onehot")
@@ -113,10 +114,12 @@ class ChooseConfig(StageConfig):
     """Seed of the selection samples."""
     final_seed: int = 1000
     """Seed of the measurement samples (disjoint from the selection's for any sane sizes)."""
-    target: float = 3.0
-    """Lift (steered / unsteered concept rate) whose lower 95 % bound a choice must reach."""
-    cost_budget: float = 1.5
-    """Most text-quality cost allowed (mean NLL increase, nats/token)."""
+    target: float = LIFT_TARGET
+    """Lift (steered / unsteered concept rate) whose lower 95 % bound a choice must reach
+    (default: ``rules.LIFT_TARGET``)."""
+    cost_budget: float = COST_BUDGET
+    """Most text-quality cost allowed (mean NLL increase, nats/token; default:
+    ``rules.COST_BUDGET``)."""
     select_margin: float = 1.0
     """Selection aims this many times higher than ``target`` (against the winner's curse;
     1: the lower bound alone guards against a lucky scale)."""

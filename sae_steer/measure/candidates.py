@@ -33,7 +33,7 @@ from sae_steer.config import ChooseConfig, choose_config
 from sae_steer.lm import check_sae_fits, hook_activations
 from sae_steer.measure.concepts import as_concept
 from sae_steer.sae import decoder_units
-from sae_steer.steer import hooked, typical_resid_norm
+from sae_steer.steer import Steerer, hooked
 
 
 def concept_vocab(model: Any, rows: Sequence[Sequence[int]], concept: Any, min_count: int = 3,
@@ -163,7 +163,8 @@ def concept_candidates(
 ) -> ConceptCandidates:
     """Rank features for ``concept`` on ``texts`` (tokenized with BOS, labelled by the concept).
 
-    ``cfg.candidate_scale`` (x the residual norm) is the push at which the predictive
+    ``cfg.candidate_scale`` (x the typical residual norm: ``resid_norm``, else a
+    ``Steerer``'s, measured on the model's own samples) is the push at which the predictive
     effect is read, on ``cfg.n_effect_texts`` texts; ``cfg.n_candidates`` are kept.
     """
     cfg = choose_config(cfg, **settings)
@@ -174,7 +175,7 @@ def concept_candidates(
     vocab = concept_vocab(model, id_rows, concept)
     length = min(min(len(r) for r in rows[:cfg.n_effect_texts]), 48)
     batch = torch.stack([r[:length] for r in rows[:cfg.n_effect_texts]])
-    norm = resid_norm if resid_norm is not None else typical_resid_norm(model, hook_name, batch)
+    norm = Steerer(model, sae, hook_name, resid_norm=resid_norm).resid_norm
     effect = logit_effect(model, sae, vocab, batch, cfg.candidate_scale * norm, hook_name)
     labels, befores = [], []  # befores: per text, the token before each concept start
     for ids in id_rows:

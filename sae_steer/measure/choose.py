@@ -15,12 +15,12 @@ from typing import Any
 
 from transformer_lens import HookedTransformer
 
-from sae_steer.config import ChooseConfig, SteerConfig, choose_config, steer_config
-from sae_steer.lm import check_sae_fits
+from sae_steer.config import (COST_BUDGET, FIRES_GAIN_TARGET, ChooseConfig, SteerConfig,
+                              choose_config, passes, steer_config, within_budget)
 from sae_steer.measure.candidates import ConceptCandidates, concept_candidates
 from sae_steer.measure.report import Control, SteeringReport, direction_control, steering_report
 from sae_steer.measure.sweep import Sweep, scale_sweep
-from sae_steer.steer import typical_resid_norm
+from sae_steer.steer import Steerer
 
 
 @dataclasses.dataclass
@@ -42,14 +42,14 @@ def _rank(sweep: Sweep) -> tuple:
     if sweep.suggested is not None:
         i = sweep.scales.index(sweep.suggested)
         return (0, abs(sweep.suggested), -sweep.success_low[i])
-    ok = [lo for lo, c in zip(sweep.success_low, sweep.cost) if c <= sweep.cost_budget]
+    ok = [lo for lo, c in zip(sweep.success_low, sweep.cost) if within_budget(c, sweep.cost_budget)]
     return (1, -(max(ok) if ok else 0.0), 0.0)
 
 
 def choose_feature(
     model: HookedTransformer, sae: Any, candidates: ConceptCandidates, scales: Sequence[float],
     cfg: SteerConfig | None = None, *, n_candidates: int = 3, target: float | None = None,
-    cost_budget: float = 1.5, **settings: Any,
+    cost_budget: float = COST_BUDGET, **settings: Any,
 ) -> ConceptChoice:
     """Sweep the top ``n_candidates`` predictive features, the on-word and pre-word features
     and the best-aligned one (samples drawn with ``cfg``, relative scales by default); keep
@@ -84,9 +84,9 @@ class ConceptResult:
 
     @property
     def target_met(self) -> bool:
-        """The lift's lower 95 % bound reaches the target within the cost budget."""
+        """The lift's lower 95 % bound reaches the target within the cost budget (``passes``)."""
         r = self.report
-        return r.lift.lo >= self.config.target and r.nll_cost.value <= self.config.cost_budget
+        return passes(r.lift.lo, r.nll_cost.value, self.config.target, self.config.cost_budget)
 
     def row(self) -> dict[str, Any]:
         r, c = self.report, self.candidates
@@ -138,8 +138,9 @@ def steer_concept(
     """
     cfg = choose_config(cfg, **settings)
     steer = steer or SteerConfig(scale_unit="relative")
-    if steer.resid_norm is None:
-        steer = steer.replace(resid_norm=typical_resid_norm(model, check_sae_fits(model, sae.cfg)))
+    # candidates, sweeps and the report push with one norm (also for absolute scales: the
+    # candidates' effect is read at a relative scale)
+    steer = steer.replace(resid_norm=Steerer.for_config(model, sae, steer).resid_norm)
     cands = concept_candidates(model, sae, texts, concept, cfg, resid_norm=steer.resid_norm)
     choice = choose_feature(model, sae, cands, cfg.scales, steer, n_candidates=cfg.n_candidates,
                             target=cfg.target * cfg.select_margin, cost_budget=cfg.cost_budget,
@@ -169,9 +170,11 @@ class FeatureResult:
 
     @property
     def steers(self) -> bool:
-        """The fire-rate gain's lower 95 % bound clears ``fires_target`` within the budget."""
+        """The fire-rate gain's lower 95 % bound reaches ``FIRES_GAIN_TARGET`` within the
+        budget (``passes``, the rule the sweep selects by)."""
         gain = self.report.fires_gain[self.feature]
-        return gain.lo > FIRES_TARGET and self.report.nll_cost.value <= self.config.cost_budget
+        return passes(gain.lo, self.report.nll_cost.value, FIRES_GAIN_TARGET,
+                      self.config.cost_budget)
 
     def row(self) -> dict[str, Any]:
         r, gain = self.report, self.report.fires_gain[self.feature]
@@ -182,10 +185,6 @@ class FeatureResult:
                 "nll_cost": r.nll_cost.value, "steers": self.steers}
 
 
-FIRES_TARGET = 0.3
-"""A feature steers when its fire rate rises by more than this (lower 95 % bound)."""
-
-
 def steer_feature(model: HookedTransformer, sae: Any, feature: int,
                   cfg: ChooseConfig | None = None, steer: SteerConfig | None = None,
                   **settings: Any) -> FeatureResult:
@@ -194,10 +193,10 @@ def steer_feature(model: HookedTransformer, sae: Any, feature: int,
     gain's lower bound), then measured on ``cfg.n_final`` fresh ones with the control."""
     cfg = choose_config(cfg, **settings)
     steer = steer or SteerConfig(scale_unit="relative")
-    if steer.scale_unit == "relative" and steer.resid_norm is None:
-        steer = steer.replace(resid_norm=typical_resid_norm(model, check_sae_fits(model, sae.cfg)))
+    if steer.scale_unit == "relative":  # the sweep and the report push with one norm
+        steer = steer.replace(resid_norm=Steerer.for_config(model, sae, steer).resid_norm)
     sweep = scale_sweep(model, sae, feature, cfg.scales, steer, success="fires_gain",
-                        target=FIRES_TARGET, cost_budget=cfg.cost_budget,
+                        target=FIRES_GAIN_TARGET, cost_budget=cfg.cost_budget,
                         n_samples=cfg.n_select, seed=cfg.select_seed)
     scale = sweep.best_scale()
     report = steering_report(model, sae, feature, scale, steer, n_samples=cfg.n_final,

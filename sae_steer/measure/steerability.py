@@ -3,11 +3,12 @@
 After Arad, Mueller & Belinkov, "SAEs Are Good for Steering - If You Select the Right
 Features" (EMNLP 2025), simplified to what one batched pass can measure:
 
-- **output score**: add ``scale`` x the typical residual norm along the feature's unit
-  decoder row at the hook, on a few neutral prompts, in one forward pass that starts after
-  the hook (``start_at_layer``); read the next-token distribution at each prompt's last
-  position. The score is the mean over prompts of the largest probability *gain* among the
-  feature's own top-k logit-lens tokens (``W_dec[i]`` through the final norm and ``W_U``).
+- **output score**: add ``scale`` x the typical residual norm (a ``Steerer``'s: the norm
+  every relative scale uses) along the feature's unit decoder row at the hook, on a few
+  neutral prompts, in one forward pass that starts after the hook (``start_at_layer``);
+  read the next-token distribution at each prompt's last position. The score is the mean
+  over prompts of the largest probability *gain* among the feature's own top-k logit-lens
+  tokens (``W_dec[i]`` through the final norm and ``W_U``).
   A feature that only *reads* a pattern (fires on "fl" + "ood") scores low; one whose
   direction makes its tokens come out scores high.
 - **input score**: the share of the tokens the feature fires on most (from a
@@ -35,6 +36,7 @@ from transformer_lens import HookedTransformer
 from sae_steer.inspect import FeatureSearch, unembed_direction
 from sae_steer.lm import check_sae_fits, display_tokens, hook_activations, stop_layer
 from sae_steer.sae import decoder_units
+from sae_steer.steer import Steerer
 
 NEUTRAL_PROMPTS = ("Once upon a time", "One day,", "The", "She said", "Then", "They went to",
                    "It was a", "He saw a")
@@ -107,8 +109,9 @@ def feature_scores(
     """Output and input scores of every feature of ``sae`` (batched, with a progress bar).
 
     ``prompts``: texts (cut to a common length) or a ``[n, pos]`` token tensor. ``scale``:
-    the push as a multiple of the typical residual norm at the hook (``resid_norm``; the
-    median norm on the prompts when None). ``search`` adds the input score.
+    the push as a multiple of the typical residual norm at the hook (``resid_norm``; None:
+    the ``Steerer``'s, measured on the model's own samples like every relative scale's).
+    ``search`` adds the input score.
     """
     hook = check_sae_fits(model, sae.cfg)
     start = stop_layer(hook)
@@ -117,9 +120,7 @@ def feature_scores(
                          f"got {hook!r}")
     tokens = _prompt_batch(model, prompts).to(model.cfg.device)
     resid = hook_activations(model, tokens, hook)  # [n, pos, d_model]
-    if resid_norm is None:  # BOS carries an outsized norm: leave position 0 out when we can
-        body = resid[:, 1:] if resid.shape[1] > 1 else resid
-        resid_norm = float(body.float().norm(dim=-1).median())
+    resid_norm = Steerer(model, sae, hook, resid_norm=resid_norm).resid_norm
     base = _last_position_probs(model, resid, start)  # [n, vocab]
     W_dec, units = sae.W_dec.detach(), decoder_units(sae)
     d_sae, n = W_dec.shape[0], tokens.shape[0]

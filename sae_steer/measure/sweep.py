@@ -16,14 +16,15 @@ from typing import Any
 
 from transformer_lens import HookedTransformer
 
-from sae_steer.config import SteerConfig, steer_config
-from sae_steer.lm import check_sae_fits
+# suggest_scale is public here too (sae_steer.measure.suggest_scale): the rule's one home is
+# config.rules
+from sae_steer.config import (COST_BUDGET, SUCCESS_TARGETS, SteerConfig, best_scale, passes,
+                              steer_config, suggest_scale)
 from sae_steer.measure.report import SteeringReport, steering_report
-from sae_steer.steer import generate_unsteered, typical_resid_norm
+from sae_steer.steer import Steerer, generate_unsteered
 
-SUCCESS = ("fires_gain", "concept_lift")
-DEFAULT_TARGET = {"fires_gain": 0.3, "concept_lift": 3.0}
-"""Lower-bound targets: fire rate +0.3 over the baseline; 3x the baseline's concept rate."""
+SUCCESS = tuple(SUCCESS_TARGETS)
+"""The success measures (``fires_gain``, ``concept_lift``); targets in ``config.rules``."""
 
 
 @dataclasses.dataclass
@@ -46,17 +47,14 @@ class Sweep:
 
     def best_scale(self) -> float:
         """The suggested scale; without one, the scale with the best lower bound within the
-        cost budget (the smaller on ties); else the smallest |scale|: an honest failure."""
-        if self.suggested is not None:
-            return self.suggested
-        ok = [(lo, -abs(sc), sc) for sc, lo, c in zip(self.scales, self.success_low, self.cost)
-              if c <= self.cost_budget]
-        return max(ok)[2] if ok else min(self.scales, key=abs)
+        cost budget (the smaller on ties); else the smallest |scale|: an honest failure
+        (``config.rules.best_scale``)."""
+        return best_scale(self.scales, self.success_low, self.cost, self.target, self.cost_budget)
 
     def table(self) -> list[dict[str, Any]]:
         return [{"scale": sc, "abs_scale": round(r.scale, 3), self.success_name: su,
                  f"{self.success_name}_lo": lo, "nll_cost": c,
-                 "ok": lo >= self.target and c <= self.cost_budget}
+                 "ok": passes(lo, c, self.target, self.cost_budget)}
                 for sc, r, su, lo, c in zip(self.scales, self.reports, self.success,
                                             self.success_low, self.cost)]
 
@@ -67,25 +65,19 @@ def success_of(report: SteeringReport, name: str) -> tuple[float, float]:
     return float(est.value), float(est.lo)
 
 
-def suggest_scale(scales: Sequence[float], success_low: Sequence[float], cost: Sequence[float],
-                  target: float, cost_budget: float) -> float | None:
-    """The smallest |scale| whose success lower bound reaches ``target`` at a cost (point
-    estimate of the NLL increase) within ``cost_budget``."""
-    ok = [sc for sc, lo, c in zip(scales, success_low, cost) if lo >= target and c <= cost_budget]
-    return min(ok, key=abs) if ok else None
-
-
 def scale_sweep(
     model: HookedTransformer, sae: Any, feature: int, scales: Sequence[float],
     cfg: SteerConfig | None = None, *, concept: Any = None, success: str | None = None,
-    target: float | None = None, cost_budget: float = 1.5, **settings: Any,
+    target: float | None = None, cost_budget: float = COST_BUDGET, **settings: Any,
 ) -> Sweep:
     """``steering_report`` at each scale (one shared unsteered baseline) and a suggested scale.
 
-    ``success``: ``"concept_lift"`` (default when ``concept`` is given; target: lower bound
-    3x) or ``"fires_gain"`` (fire rate steered minus unsteered; target: lower bound +0.3).
-    The sweep's reports skip the random-direction control (they select; the measured report
-    that follows a choice carries it).
+    ``success``: ``"concept_lift"`` (default when ``concept`` is given) or ``"fires_gain"``
+    (fire rate steered minus unsteered); ``target`` defaults to that measure's
+    ``SUCCESS_TARGETS`` entry, ``cost_budget`` to ``COST_BUDGET`` (``config.rules``).
+    Relative scales use the typical residual norm of a ``Steerer`` (``cfg.resid_norm``, else
+    measured once for all scales). The sweep's reports skip the random-direction control
+    (they select; the measured report that follows a choice carries it).
     """
     cfg = steer_config(cfg or SteerConfig(n_samples=16), **settings)
     success = success or ("concept_lift" if concept is not None else "fires_gain")
@@ -95,10 +87,9 @@ def scale_sweep(
         raise ValueError("success='concept_lift' needs concept=")
     if not scales:
         raise ValueError("scales is empty: give a list such as [0.1, 0.3, 0.5, 1.0]")
-    target = target if target is not None else DEFAULT_TARGET[success]
-    if cfg.scale_unit == "relative" and cfg.resid_norm is None:  # measure once for all scales
-        norm = typical_resid_norm(model, check_sae_fits(model, sae.cfg))
-        cfg = steer_config(cfg, resid_norm=norm)
+    target = target if target is not None else SUCCESS_TARGETS[success]
+    if cfg.scale_unit == "relative":  # one norm for all scales
+        cfg = steer_config(cfg, resid_norm=Steerer.for_config(model, sae, cfg).resid_norm)
     base = generate_unsteered(model, cfg)
     reports = [steering_report(model, sae, feature, sc, cfg, concept=concept, unsteered=base,
                                control=False) for sc in scales]

@@ -4,7 +4,8 @@ Generation is our own short sampling loop over TransformerLens's KV cache (``_sa
 it gives every sample its own random stream, so the same seed gives the same text steered
 or not, and steered minus unsteered measures the steering, not sampling noise. The
 settings travel as one ``SteerConfig``. ``typical_resid_norm`` lives here because it
-measures the norm on the model's own samples. With ``positions="generated"`` the sampler
+measures the norm on the model's own samples; only a ``Steerer`` (``steerer.py``) calls it,
+so every relative scale reads one norm. With ``positions="generated"`` the sampler
 tells the steering hook where each pass starts (``Positions.offset``), so cached and
 uncached runs steer the same positions.
 """
@@ -21,9 +22,8 @@ from transformer_lens import HookedTransformer
 from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
 
 from sae_steer.config import SteerConfig, steer_config
-from sae_steer.lm import hook_activations, check_sae_fits, to_text
-from sae_steer.steer.hooks import Positions, SteeringStats, feature_scales, steered, steering
-from sae_steer.steer.units import to_absolute_scales
+from sae_steer.lm import hook_activations, to_text
+from sae_steer.steer.hooks import Positions, SteeringStats, feature_scales, steering
 
 
 @dataclasses.dataclass
@@ -231,17 +231,16 @@ def generate_steered(
     """
     if isinstance(scale, SteerConfig) and cfg is None:  # generate_steered(m, sae, {..}, cfg)
         scale, cfg = None, scale
+    # steerer.py measures its norm with this module's sampler, so it is imported here
+    from sae_steer.steer.steerer import Steerer
+
     cfg = steer_config(cfg, **settings)
     scales = feature_scales(feature, scale, sae.cfg.d_sae)
-    hook_name = check_sae_fits(model, sae.cfg, hook_name)
+    steerer = Steerer.for_config(model, sae, cfg, hook_name, max_act)
     prompt, seeds = _draw(model, cfg)
-    norm = cfg.resid_norm
-    if cfg.scale_unit == "relative" and norm is None:
-        norm = typical_resid_norm(model, hook_name)
-    scales = to_absolute_scales(sae, scales, cfg.scale_unit, cfg.mode, resid_norm=norm,
-                                max_act=max_act)
+    scales = steerer.absolute(scales, cfg.scale_unit, cfg.mode)
     gate = _positions_gate(cfg, len(prompt))
-    with steered(model, sae, scales, None, cfg.mode, hook_name, gate) as stats:
+    with steerer.steer(scales, "absolute", cfg.mode, gate) as stats:
         new = _sample(model, prompt, seeds, cfg, gate)
     out = _finish(model, prompt, new, seeds, cfg)
     out.feature, out.scale = next(iter(scales.items()))

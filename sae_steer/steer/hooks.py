@@ -12,9 +12,10 @@ Which positions are steered is a ``Positions`` gate: all of them, or those from 
 on (the generated ones), tracked through the KV cache by the sampler setting ``offset``.
 
 Hooks are global state on the model, so every hook here lives inside a context manager
-that removes it on exit -- normal, error or KeyboardInterrupt. Scale units (absolute vs a
-multiple of the typical residual norm) convert here (several features, max_act: ``units.py``);
-the sampler is ``generate.py``.
+that removes it on exit -- normal, error or KeyboardInterrupt. The scale-unit arithmetic
+for one feature is here (several features, max_act: ``units.py``); the typical residual norm
+it needs is held by a ``Steerer`` (``steerer.py``), the one place that measures it. The
+sampler is ``generate.py``.
 SAEs are duck-typed (``cfg.d_sae``, ``cfg.d_in``, ``cfg.hook_name``, ``W_dec``, ``encode``,
 ``decode``), so SAELens SAEs steer as well.
 """
@@ -242,7 +243,7 @@ def steered(
 
 
 # ---------------------------------------------------------------- scale units
-# (several features at once, and the max_act unit: units.py)
+# (several features at once, and the max_act unit: units.py; the norm: Steerer.resid_norm)
 
 
 def to_absolute_scale(relative: float, resid_norm: float, direction: Tensor) -> float:

@@ -3,7 +3,8 @@
 ``absolute``: as given; ``relative``: a multiple of the typical residual norm at the hook
 (the steering vector's norm); ``max_act``: a multiple of the feature's max activation in a
 search, the AxBench/Neuronpedia convention (the vector is ``scale * max_act_i * W_dec[i]``;
-in clamp mode the clamp value is ``scale * max_act_i``).
+in clamp mode the clamp value is ``scale * max_act_i``). Callers go through a ``Steerer``
+(``Steerer.absolute``), which supplies the one typical norm.
 """
 from __future__ import annotations
 
@@ -35,8 +36,8 @@ def to_absolute_scales(
     """Each feature's scale in absolute units (clamp mode: the clamp value).
 
     ``unit``: one of ``SCALE_UNITS``. ``relative`` needs ``resid_norm`` (the typical norm
-    at the hook); ``max_act`` needs ``max_act``: the features' max activations
-    (``search.max_act``, ``[d_sae]``, or a dict ``{feature: max_act}``).
+    at the hook: ``Steerer.resid_norm``); ``max_act`` needs ``max_act``: the features' max
+    activations (``search.max_act``, ``[d_sae]``, or a dict ``{feature: max_act}``).
     """
     if unit not in SCALE_UNITS:
         raise ValueError(f"scale_unit must be one of {', '.join(SCALE_UNITS)}, got {unit!r}")

@@ -21,8 +21,7 @@ from sae_steer.config.steer import POSITIONS, SCALE_UNITS
 from sae_steer.inspect import FeatureSearch, feature_card, logit_effects
 from sae_steer.measure import rescore
 from sae_steer.measure.steerability import FeatureScores
-from sae_steer.steer import (generate_steered, generate_unsteered, steering_direction,
-                             to_relative_scale, typical_resid_norm)
+from sae_steer.steer import Steerer, generate_steered, generate_unsteered
 from sae_steer.ui.views import card_html, rescored_blocks, rescored_html
 
 MODE_LABELS = {"decoder_row": "decoder row", "clamp": "clamp",
@@ -160,7 +159,9 @@ class SteeringPanel:
                                tooltip="Generate steered and unsteered text")
         self.status, self.texts, self.blocks = W.HTML(), W.HTML(), W.HTML()
         self.output = W.HTML(value='<div class="steer-output" data-feature="" data-scale=""></div>')
-        self._busy, self.runs, self._resid_norm = False, 0, self.cfg.resid_norm
+        self._busy, self.runs = False, 0
+        # owns the typical residual norm (cfg.resid_norm, else measured on first use)
+        self.steerer = Steerer.for_config(model, sae, self.cfg)
         self.button.on_click(self._on_click)
         self._show_rows(1)
         self.widget = W.VBox([
@@ -229,18 +230,13 @@ class SteeringPanel:
         except ValueError:
             raise ValueError("this model has no tokenizer: type token ids such as '1 2 3'") from None
 
-    def _norm(self) -> float:
-        if self._resid_norm is None:
-            self._resid_norm = typical_resid_norm(self.model, self.sae.cfg.hook_name)
-        return self._resid_norm
-
     def _generate(self) -> None:
         chosen, unit = self.chosen(), self.unit.value
         cfg = self.cfg.replace(
             prompt=self._prompt_value(), max_new_tokens=int(self.max_tokens.value), n_samples=1,
             seed=int(self.seed.value), mode=self.mode.value, scale_unit=unit,
             positions=self.positions.value,
-            resid_norm=self._norm() if unit == "relative" else self.cfg.resid_norm)
+            resid_norm=self.steerer.resid_norm if unit == "relative" else self.cfg.resid_norm)
         max_act = self.search.max_act if self.search is not None else None
         steered = generate_steered(self.model, self.sae, chosen, cfg=cfg, max_act=max_act)
         plain = generate_unsteered(self.model, cfg)
@@ -253,9 +249,9 @@ class SteeringPanel:
     def _describe(self, feature: int, absolute: float, mode: str) -> str:
         if mode == "clamp":
             return f"feature {feature} clamped to {absolute:g}"
-        rel = to_relative_scale(absolute, self._norm(), steering_direction(self.sae, feature, mode))
+        rel = self.steerer.relative(absolute, feature, mode)
         return (f"feature {feature}: scale {absolute:g} = {rel:.2f}× the typical residual norm "
-                f"({self._norm():.3g})")
+                f"({self.steerer.resid_norm:.3g})")
 
     def _show(self, chosen: dict[int, float], cfg: SteerConfig, steered: str, plain: str,
               scored: list) -> None:

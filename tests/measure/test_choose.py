@@ -268,3 +268,36 @@ def test_steer_concept_measures_the_context_direction_on_the_same_seeds(tiny_mod
     row_out = result.row()
     assert row_out["direction_lift"] == pytest.approx(ref.vs_unsteered.lift.value, nan_ok=True)
     assert_clean(tiny_model)
+
+
+def test_one_rule_for_sweeps_choices_and_feature_results():
+    """A lower bound exactly at the target passes everywhere: the sweep's suggestion, the
+    feature result's ``steers`` and the concept result's ``target_met`` (``rules.passes``)."""
+    from types import SimpleNamespace
+
+    from sae_steer.config import (COST_BUDGET, FIRES_GAIN_TARGET, LIFT_TARGET, ChooseConfig,
+                                  suggest_scale)
+    from sae_steer.measure.choose import ConceptResult, FeatureResult
+
+    cfg = ChooseConfig()
+    assert (cfg.target, cfg.cost_budget) == (LIFT_TARGET, COST_BUDGET)
+
+    def report(lo, cost):
+        est = SimpleNamespace(lo=lo)
+        return SimpleNamespace(fires_gain={3: est}, lift=est, nll_cost=SimpleNamespace(value=cost))
+
+    at, over = FIRES_GAIN_TARGET, COST_BUDGET + 0.01
+    assert suggest_scale([0.5], [at], [0.0], FIRES_GAIN_TARGET) == 0.5
+    assert FeatureResult(3, 0.5, None, report(at, 0.0), cfg).steers
+    assert not FeatureResult(3, 0.5, None, report(at - 1e-9, 0.0), cfg).steers
+    assert not FeatureResult(3, 0.5, None, report(at, over), cfg).steers
+    assert not FeatureResult(3, 0.5, None, report(float("nan"), 0.0), cfg).steers
+    assert ConceptResult(None, None, report(LIFT_TARGET, COST_BUDGET), 0.5, cfg).target_met
+    assert not ConceptResult(None, None, report(LIFT_TARGET, over), 0.5, cfg).target_met
+
+
+def test_best_scale_without_a_pass_takes_the_best_lower_bound_within_budget():
+    within = _sweep([1, 2, 3], [0.1, 0.2, 9.0], None)  # 0.5's bound is best but too costly
+    assert within.best_scale() == 0.3
+    broke = _sweep([1, 2, 3], [9.0, 9.0, 9.0], None)
+    assert broke.best_scale() == 0.1  # an honest failure: the smallest scale
