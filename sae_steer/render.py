@@ -1,6 +1,6 @@
 """Text and HTML for activations and tables: block characters, highlighted tokens, tables.
 
-Standard library only (``html``, ``math``): rendering must not pull in torch, so a
+Standard library only (``html``, ``math``, ``numbers``): rendering must not pull in torch, so a
 writeup or a widget can format activations it got from anywhere. Activations may be a
 list, a tuple or a 1-D tensor / array: every value goes through ``float(a)``.
 
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import html
 import math
+import numbers
 from collections.abc import Sequence
 from typing import Any
 
@@ -125,8 +126,20 @@ def render_html(
     )
 
 
-def _cell(value: Any, digits: int) -> str:
-    return f"{value:.{digits}g}" if isinstance(value, float) else str(value)
+NON_FINITE = "too few samples"
+"""How tables show inf and NaN. Here a non-finite statistic comes from a count too small to
+estimate it (a rate ratio over zero baseline events, an interval from one sample), so the
+reader gets the reason, not ``inf``. Display only: computed values and JSON keep inf/NaN."""
+
+
+def format_value(value: Any, digits: int = 3) -> str:
+    """A table cell: a float to ``digits`` significant digits, inf/NaN as :data:`NON_FINITE`,
+    anything else (ints, bools, strings) as ``str(value)``."""
+    # numbers.Real also covers numpy floats; Integral excludes ints and bools
+    if isinstance(value, numbers.Real) and not isinstance(value, numbers.Integral):
+        value = float(value)
+        return f"{value:.{digits}g}" if math.isfinite(value) else NON_FINITE
+    return str(value)
 
 
 def _columns(rows: Sequence[dict[str, Any]]) -> list[str]:
@@ -137,13 +150,13 @@ def table_html(rows: Sequence[dict[str, Any]], digits: int = 3, *,
                css_class: str = "sae-table") -> str:
     """A plain HTML table of flat dict rows (columns: every key, in first-seen order).
 
-    Every header and cell is escaped; floats are shown with ``digits`` significant digits.
+    Every header and cell is escaped; cells go through :func:`format_value`.
     """
     if not rows:
         return "<p>(no rows)</p>"
     cols = _columns(rows)
     head = "".join(f"<th>{_esc(c)}</th>" for c in cols)
-    body = "".join("<tr>" + "".join(f"<td>{_esc(_cell(r.get(c, ''), digits))}</td>"
+    body = "".join("<tr>" + "".join(f"<td>{_esc(format_value(r.get(c, ''), digits))}</td>"
                                     for c in cols) + "</tr>" for r in rows)
     return f'<table class="{_esc(css_class)}"><tr>{head}</tr>{body}</table>'
 
@@ -153,7 +166,7 @@ def table_text(rows: Sequence[dict[str, Any]], digits: int = 3) -> str:
     if not rows:
         return "(no rows)"
     cols = _columns(rows)
-    cells = [[_cell(r.get(c, ""), digits) for c in cols] for r in rows]
+    cells = [[format_value(r.get(c, ""), digits) for c in cols] for r in rows]
     widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(cols)]
 
     def line(values: Sequence[str]) -> str:

@@ -2,12 +2,15 @@
 from __future__ import annotations
 
 import html
+import math
 import re
 
+import numpy as np
 import pytest
 import torch
 
-from sae_steer.render import BLOCKS, block_level, render_blocks, render_html
+from sae_steer.render import (BLOCKS, NON_FINITE, block_level, format_value, render_blocks, render_html,
+                              table_html, table_text)
 
 
 def test_blocks_seed_format_exact():
@@ -88,3 +91,29 @@ def test_html_attributes_and_intensity():
     quoted = render_html(['"x" onmouseover="alert(1)'], [1.0], 1.0, feature=0)
     assert ' onmouseover="' not in quoted
     assert "&quot;x&quot; onmouseover=&quot;alert(1)" in quoted
+
+
+# ---------------------------------------------------------------- tables ----
+
+@pytest.mark.parametrize("value", [math.inf, -math.inf, math.nan, np.float64("inf"), np.float32("nan")])
+def test_non_finite_values_read_as_too_few_samples(value):
+    assert format_value(value) == NON_FINITE == "too few samples"
+
+
+@pytest.mark.parametrize("value, digits, text", [
+    (6.25, 3, "6.25"), (1 / 3, 3, "0.333"), (1 / 3, 2, "0.33"), (np.float32(0.5), 3, "0.5"),
+    (12, 3, "12"), (True, 3, "True"), ("inf (0.19)", 3, "inf (0.19)"), (None, 3, "None")])
+def test_finite_values_keep_their_format(value, digits, text):
+    # ints, bools and strings pass through untouched; only floats are rounded
+    assert format_value(value, digits) == text
+
+
+def test_tables_share_the_non_finite_rule():
+    rows = [{"concept": "quote", "lift": math.inf, "lift 95% low": 1.44},
+            {"concept": "danger", "lift": math.nan, "lift 95% low": 0.0}]
+    cells = re.findall(r"<td>(.*?)</td>", table_html(rows))
+    assert cells == ["quote", NON_FINITE, "1.44", "danger", NON_FINITE, "0"]
+    text = table_text(rows)
+    assert text.count(NON_FINITE) == 2 and not re.search(r"\b(inf|nan)\b", text)
+    # display only: the rows themselves still hold the computed values
+    assert rows[0]["lift"] == math.inf and math.isnan(rows[1]["lift"])

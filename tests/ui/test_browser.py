@@ -300,3 +300,23 @@ def test_writeup_shows_highlighted_text_offline(writeup_dir: Path, offline_page)
         expect(tokens.first).to_be_visible(timeout=60_000)
         shaded = [a for a in tokens.evaluate_all("els => els.map(e => e.dataset.act)") if float(a) > 0]
         assert shaded, "no token in the exported excerpts carries a positive activation"
+
+
+def test_writeup_index_reads_cleanly(writeup_dir: Path, offline_page) -> None:
+    """The index's key results: no raw figure repr, no bare inf/nan cell, nothing wider than
+    the window (long printed lines wrap, wide tables scroll inside their box)."""
+    page = offline_page
+    with screenshot_on_failure(page, "writeup_index"):
+        page.goto((writeup_dir / "index.html").as_uri())
+        expect(page.get_by_role("heading", level=1)).to_have_text("sae_steer writeup")
+        assert "<Figure size" not in page.locator("body").inner_text()
+        # a figure shows as an image or not at all: every <img> has decoded
+        broken = page.locator("img").evaluate_all("els => els.filter(e => !e.naturalWidth).map(e => e.alt)")
+        assert not broken, broken
+        cells = [c.strip() for c in page.locator("td, th").all_inner_texts()]
+        assert cells and not [c for c in cells if c in {"inf", "-inf", "nan"}], cells
+        for width in (1280, 800):
+            page.set_viewport_size({"width": width, "height": 900})
+            scroll, inner = page.evaluate(
+                "() => [document.scrollingElement.scrollWidth, window.innerWidth]")
+            assert scroll <= inner, f"the index is {scroll} px wide in a {inner} px window"

@@ -84,6 +84,35 @@ def test_key_results_keep_html_and_escape_text() -> None:
     assert export.key_results(nb) == ["<b>L0 = 12</b>", "<pre>a &lt; b &amp; c\n</pre>"]
 
 
+PNG_B64 = "iVBORw0KGgo=\n"  # a PNG signature is enough: the index only embeds it
+
+
+def _key_cell(*outputs):
+    cell = new_code_cell("x", outputs=list(outputs))
+    cell.metadata["tags"] = ["key-result"]
+    return cell
+
+
+def test_key_results_show_figures_as_images_never_as_reprs() -> None:
+    figure = nbformat.v4.new_output("display_data", data={
+        "image/png": PNG_B64, "text/plain": "<Figure size 640x330 with 1 Axes>"})
+    # without an image (e.g. MPLBACKEND=agg) the figure leaves only its repr: drop it
+    bare = nbformat.v4.new_output("display_data", data={"text/plain": "<Figure size 640x330 with 1 Axes>"})
+    obj = nbformat.v4.new_output("execute_result", data={"text/plain": "<foo.Bar object at 0x7f>"},
+                                 execution_count=1)
+    value = nbformat.v4.new_output("execute_result", data={"text/plain": "0.876"}, execution_count=2)
+    snippets = export.key_results(_notebook(_key_cell(figure, bare, obj, value)))
+    assert snippets == ['<img alt="figure" src="data:image/png;base64,iVBORw0KGgo=">', "<pre>0.876</pre>"]
+
+
+def test_index_wraps_long_lines_and_fits_images() -> None:
+    entry = export.ExportedNotebook("01_train", "Train", 1.0, ["<pre>" + "x | " * 200 + "</pre>"])
+    page = export.render_index([entry], small=True, parameters={})
+    assert export.INDEX_CSS in page
+    assert "white-space:pre-wrap" in export.INDEX_CSS and "overflow-wrap:anywhere" in export.INDEX_CSS
+    assert ".key-result img{max-width:100%" in export.INDEX_CSS
+
+
 def test_index_links_each_notebook_and_escapes_titles() -> None:
     entry = export.ExportedNotebook("03_steering", "Steering <3", 4.2, ["<b>ok</b>"])
     page = export.render_index([entry], small=True, parameters={"FEATURE": 2})

@@ -15,6 +15,7 @@ import argparse
 import ast
 import html
 import os
+import re
 import shutil
 import sys
 import time
@@ -40,6 +41,19 @@ class ExportedNotebook:
 
 # ---------------------------------------------------------------- rendering ----
 
+# Key results are notebook output of any width: long printed lines wrap instead of running
+# off the page, images shrink to the column, and a table still too wide scrolls in its box.
+INDEX_CSS = (
+    "body{font-family:sans-serif;max-width:60em;margin:2em auto;padding:0 1em;line-height:1.45}"
+    "section{border-top:1px solid #ddd;padding-top:.5em}"
+    ".key-result{overflow-x:auto;margin:.5em 0}"
+    ".key-result pre{white-space:pre-wrap;overflow-wrap:anywhere}"
+    ".key-result img{max-width:100%;height:auto}"
+    ".key-result table{border-collapse:collapse}"
+    ".key-result th,.key-result td{padding:.15em .5em;text-align:left;vertical-align:top}"
+)
+
+
 def render_notebook_html(nb: Any) -> str:
     """The notebook as a standalone page whose widgets load the renderer from ``static/``."""
     from nbconvert import HTMLExporter  # optional: the writeup's dependency
@@ -60,20 +74,38 @@ def notebook_title(nb: Any, fallback: str) -> str:
     return fallback
 
 
+# Base64 image types a notebook output may carry, in the order we prefer them.
+_IMAGE_TYPES = ("image/png", "image/jpeg")
+# A one-line ``<...>`` repr (``<Figure size 640x330 with 1 Axes>``, ``<Foo object at 0x..>``)
+# names an object instead of showing it: what a figure leaves when no image was produced.
+_OBJECT_REPR = re.compile(r"<[^\n]*>\s*")
+
+
 def key_results(nb: Any) -> list[str]:
-    """HTML snippets of the outputs of cells tagged ``key-result`` (HTML kept, text escaped)."""
+    """HTML snippets of the outputs of cells tagged ``key-result``: HTML kept, images as
+    ``<img>``, text escaped; a bare object repr is dropped (a figure shows as an image or not
+    at all)."""
     snippets = []
     for cell in nb.cells:
-        if cell.cell_type != "code" or KEY_RESULT_TAG not in cell.metadata.get("tags", []):
-            continue
-        for out in cell.get("outputs", []):
-            data = out.get("data", {})
-            if "text/html" in data:
-                snippets.append(_joined(data["text/html"]))
-            elif "text/plain" in data or out.get("output_type") == "stream":
-                text = _joined(data.get("text/plain", out.get("text", "")))
-                snippets.append(f"<pre>{html.escape(text)}</pre>")
+        if cell.cell_type == "code" and KEY_RESULT_TAG in cell.metadata.get("tags", []):
+            snippets += [s for out in cell.get("outputs", []) if (s := _output_html(out))]
     return snippets
+
+
+def _output_html(out: Any) -> str | None:
+    if out.get("output_type") == "stream":
+        return f"<pre>{html.escape(_joined(out.get('text', '')))}</pre>"
+    data = out.get("data", {})
+    if "text/html" in data:
+        return _joined(data["text/html"])
+    for mime in _IMAGE_TYPES:
+        if mime in data:
+            b64 = "".join(_joined(data[mime]).split())
+            return f'<img alt="figure" src="data:{mime};base64,{b64}">'
+    text = _joined(data.get("text/plain", ""))
+    if not text or _OBJECT_REPR.fullmatch(text):
+        return None
+    return f"<pre>{html.escape(text)}</pre>"
 
 
 def _joined(text: str | list[str]) -> str:
@@ -87,8 +119,7 @@ def render_index(entries: Sequence[ExportedNotebook], *, small: bool, parameters
     parts = [
         "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
         "<title>sae_steer writeup</title>",
-        "<style>body{font-family:sans-serif;max-width:60em;margin:2em auto;line-height:1.45}"
-        "section{border-top:1px solid #ddd;padding-top:.5em}</style></head><body>",
+        f"<style>{INDEX_CSS}</style></head><body>",
         "<h1>sae_steer writeup</h1>",
         f"<p>Executed {html.escape(time.strftime('%Y-%m-%d %H:%M %Z'))} with the "
         f"{html.escape(setting)} setting; parameters: {html.escape(params)}. "
