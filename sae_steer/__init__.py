@@ -64,6 +64,9 @@ _EXPORTS: dict[str, str] = {
     "steer_concept": "measure.choose",
     "concept_candidates": "measure.candidates",
     "feature_scores": "measure.steerability",
+    "screen_features": "measure.screen",
+    "SteerabilityScreen": "measure.screen",
+    "ScreenConfig": "config",
     # the offline world
     "planted_concepts": "toystories.concepts",
     # views (the public face may hand them on; no module of the library imports ui)

@@ -10,13 +10,14 @@ from sae_steer.measure.report import (Comparison, Control, SideStats, SteeringRe
 from sae_steer.measure.rescore import Measured, Rescored, measure, rescore
 from sae_steer.measure.stats import (Estimate, Ratio, normal_mean, paired_difference,
                                      poisson_ratio, pooled_rate, repeated_ngram_fraction, wilson)
+from sae_steer.measure.screen import SteerabilityScreen, screen_features
 from sae_steer.measure.steerability import FeatureScores, feature_scores
 from sae_steer.measure.sweep import Sweep, scale_sweep, suggest_scale
 
 __all__ = ["Comparison", "Concept", "ConceptCandidates", "ConceptChoice", "ConceptLike",
            "ConceptResult", "Control", "Estimate", "FeatureResult", "FeatureScores", "Measured", "Ratio",
-           "Rescored", "SideStats", "SteeringReport", "Sweep", "choose_feature", "compare",
+           "Rescored", "SideStats", "SteerabilityScreen", "SteeringReport", "Sweep", "choose_feature", "compare",
            "concept_candidates", "feature_scores", "logit_effect", "measure", "normal_mean",
            "occurrences", "paired_difference", "poisson_ratio", "pooled_rate",
-           "repeated_ngram_fraction", "rescore", "scale_sweep", "side_stats", "steer_concept",
+           "repeated_ngram_fraction", "rescore", "scale_sweep", "screen_features", "side_stats", "steer_concept",
            "steer_feature", "steering_report", "suggest_scale", "wilson"]

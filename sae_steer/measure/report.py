@@ -32,7 +32,7 @@ from sae_steer.config import SteerConfig, steer_config
 from sae_steer.fsutil import write_json_atomic
 from sae_steer.lm import check_sae_fits, display_tokens
 from sae_steer.measure.concepts import as_concept, occurrences
-from sae_steer.measure.rescore import measure
+from sae_steer.measure.rescore import Measured, measure
 from sae_steer.measure.stats import (Estimate, Ratio, normal_mean, paired_difference, paired_rate_ratio,
                                      pooled_rate, repeated_ngram_fraction, wilson)
 from sae_steer.steer import Generation, generate_along, generate_steered, generate_unsteered
@@ -66,9 +66,14 @@ class SideStats:
 
 
 def side_stats(model: HookedTransformer, sae: Any, gen: Generation, features: Sequence[int],
-               concept: Any = None, threshold: float = 0.0) -> SideStats:
-    """Measure one set of samples on its generated tokens (see ``SideStats``)."""
-    m = measure(model, sae, gen.tokens, features)
+               concept: Any = None, threshold: float = 0.0, *,
+               measured: Measured | None = None) -> SideStats:
+    """Measure one set of samples on its generated tokens (see ``SideStats``).
+
+    ``measured``: the rows' re-scoring (``features``' activations and token NLLs) when the
+    caller already has it from a larger batch; else it is run here.
+    """
+    m = measured if measured is not None else measure(model, sae, gen.tokens, features)
     p = gen.prompt_len
     new_acts = [a[p:] for a in m.acts]
     nll = [float(x[p - 1 :].mean()) if len(x) >= p and len(a) else math.nan
@@ -208,23 +213,35 @@ def _json_safe(row: dict[str, Any]) -> dict[str, Any]:
             for k, v in row.items()}
 
 
+def steering_norm(sae: Any, gen: Generation) -> float:
+    """Norm of the vector ``gen`` was steered with (one feature, decoder-row): what a
+    control must match."""
+    return abs(gen.scale) * float(sae.W_dec[gen.feature].detach().float().norm())
+
+
 def direction_control(model: HookedTransformer, sae: Any, gen: Generation, cfg: SteerConfig,
                       features: Sequence[int], concept: Any, base: SideStats, direction: Tensor,
                       *, seed: int = -1, kind: str = "reference") -> Control:
     """Sample with ``direction`` (any norm: it is rescaled) at the norm of ``gen``'s steering
     vector, with the seeds and positions of ``cfg`` (the settings ``gen`` was drawn with),
     and measure it against ``base``."""
-    norm = abs(gen.scale) * float(sae.W_dec[gen.feature].detach().float().norm())
+    norm = steering_norm(sae, gen)
     pushed = generate_along(model, check_sae_fits(model, sae.cfg), direction, norm, cfg)
     side = side_stats(model, sae, pushed, features, concept, cfg.fire_threshold)
     return Control(norm, seed, side, compare(side, base), kind)
 
 
+def random_direction(cfg: SteerConfig, feature: int, d_model: int) -> tuple[int, Tensor]:
+    """The random control's seed and direction for ``feature`` under ``cfg``: fixed per
+    (seed, feature), so every report of that feature on those seeds meets the same one."""
+    seed = cfg.seed * 7919 + feature
+    return seed, torch.randn(d_model, generator=torch.Generator().manual_seed(seed))
+
+
 def random_control(model: HookedTransformer, sae: Any, gen: Generation, cfg: SteerConfig,
                    features: Sequence[int], concept: Any, base: SideStats) -> Control:
     """Sample with a random direction of the steering vector's norm (same seeds) and measure."""
-    seed = cfg.seed * 7919 + gen.feature  # fixed per (seed, feature): reproducible
-    direction = torch.randn(sae.W_dec.shape[1], generator=torch.Generator().manual_seed(seed))
+    seed, direction = random_direction(cfg, gen.feature, sae.W_dec.shape[1])
     return direction_control(model, sae, gen, cfg, features, concept, base, direction,
                              seed=seed, kind="random")
 

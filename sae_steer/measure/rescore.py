@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
-from sae_steer.lm import attached_hook_count, check_sae_fits, display_tokens
+from sae_steer.lm import attached_hook_count, check_sae_fits, display_tokens, score_rows
 from sae_steer.sae import feature_index
 from sae_steer.steer import Generation
 
@@ -39,33 +39,24 @@ def require_clean(model: HookedTransformer) -> None:
         )
 
 
-@torch.no_grad()
 def measure(
     model: HookedTransformer, sae: Any, rows: Sequence[Tensor], features: Sequence[int],
-    hook_name: str | None = None, batch_size: int = 8,
+    hook_name: str | None = None, batch_size: int | None = None,
 ) -> Measured:
-    """One unsteered forward per batch gives both the SAE activations and the token NLLs."""
+    """One unsteered forward per batch gives both the SAE activations and the token NLLs.
+
+    The model runs in ``lm.score_rows`` (batches sized to the device unless ``batch_size``
+    is given); this adds the SAE: the activations of ``features`` on every row.
+    """
     require_clean(model)
     hook_name = check_sae_fits(model, sae.cfg, hook_name)
     feats = torch.as_tensor(list(features), dtype=torch.long, device=sae.W_dec.device)
-    out = Measured([], [])
-    for start in range(0, len(rows), batch_size):
-        chunk = rows[start : start + batch_size]
-        tokens = torch.zeros(len(chunk), max(len(r) for r in chunk), dtype=torch.long)
-        for j, r in enumerate(chunk):  # right padding: causal attention never sees it
-            tokens[j, : len(r)] = r
-        seen: dict[str, Tensor] = {}
-        logits = model.run_with_hooks(
-            tokens.to(model.cfg.device),
-            fwd_hooks=[(hook_name, lambda act, hook: seen.__setitem__("act", act))],
-        )
-        acts = sae.encode(seen["act"].to(sae.W_dec.device))[..., feats].float().cpu()
-        logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
-        nll = -logp.gather(-1, tokens[:, 1:, None].to(logp.device))[..., 0].cpu()
-        for j, r in enumerate(chunk):
-            out.acts.append(acts[j, : len(r)])
-            out.nll.append(nll[j, : len(r) - 1])  # nll[t - 1] scores token t
-    return out
+
+    def read(act: Tensor, _rows: range) -> Tensor:
+        return sae.encode(act.to(sae.W_dec.device))[..., feats]
+
+    scored = score_rows(model, rows, hook_name, read, batch_size=batch_size)
+    return Measured(scored.reads, scored.nll)
 
 
 def token_rows(model: HookedTransformer, texts: Any) -> list[Tensor]:
