@@ -82,7 +82,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=20, help="features per group on the third seed set")
     parser.add_argument("--n-recheck", type=int, default=128, help="samples per side, third seed set")
     parser.add_argument("--recheck-seed", type=int, default=2000)
-    parser.add_argument("--speedup-features", type=int, default=8)
+    parser.add_argument("--speedup-features", type=int, default=16)
     parser.add_argument("--max-new-tokens", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0, help="seed of the random group")
     parser.add_argument("--quick", action="store_true", help="a smoke run: few features, short samples")
@@ -153,7 +153,7 @@ def main() -> None:
     words = {f: _own_words(search, f, model, cfg.n_words) for f in recommended + randoms}
     picks = [(f, screen.scale(f)) for f in recommended]
     picks += [(f, float(screen.stage1[f]["scale"])) for f in randoms if f not in recommended]
-    reports = confirm(model, sae, steerer, picks, words, third, steer, control=False)
+    reports = confirm(model, sae, picks, words, third, steer, control=False)
     ok = {f: passed(r.vs_unsteered, f) for f, r in reports.items()}
     rec_pass = sum(bool(ok[f]) for f in recommended)
     rand_pass = sum(bool(ok[f]) for f in randoms)

@@ -8,6 +8,7 @@ JSON-lines file with the same ``{"text": ...}`` schema via ``data_files=``).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import os
 from array import array
@@ -258,6 +259,13 @@ def display_tokens(model: Any, token_ids: Sequence[int]) -> list[str]:
     tok = getattr(model, "tokenizer", None)
     if tok is None:
         return [f"<{i}>" for i in token_ids]
+    return list(_display_tokens(tok, tuple(token_ids)))
+
+
+@functools.lru_cache(maxsize=4096)
+def _display_tokens(tok: Any, token_ids: tuple[int, ...]) -> tuple[str, ...]:
+    # Decoding every prefix costs O(len^2); measurements re-read the same texts (one
+    # baseline against many steered features), so each text is decoded once.
     out, prev = [], ""
     for n in range(1, len(token_ids) + 1):
         text = tok.decode(token_ids[:n], clean_up_tokenization_spaces=False)
@@ -266,7 +274,7 @@ def display_tokens(model: Any, token_ids: Sequence[int]) -> list[str]:
         else:  # decoding is not prefix-stable here: fall back to the token alone
             out.append(tok.decode(token_ids[n - 1:n], clean_up_tokenization_spaces=False))
         prev = text
-    return out
+    return tuple(out)
 
 
 def to_text(model: Any, token_ids: Sequence[int]) -> str:

@@ -19,7 +19,7 @@ from sae_steer.config import (COST_BUDGET, FIRES_GAIN_TARGET, ChooseConfig, Stee
                               choose_config, passes, steer_config, within_budget)
 from sae_steer.measure.candidates import ConceptCandidates, concept_candidates
 from sae_steer.measure.report import Control, SteeringReport, direction_control, steering_report
-from sae_steer.measure.sweep import Sweep, scale_sweep
+from sae_steer.measure.sweep import Sweep, scale_sweep, scale_sweeps
 from sae_steer.steer import Steerer
 
 
@@ -58,8 +58,8 @@ def choose_feature(
     extra = [candidates.on_word] + ([candidates.pre_word] if candidates.pre_word >= 0 else [])
     extra += candidates.aligned[:1]
     pool = list(dict.fromkeys(candidates.predictive[:n_candidates] + extra))
-    sweeps = {f: scale_sweep(model, sae, f, scales, cfg, concept=candidates.concept,
-                             target=target, cost_budget=cost_budget) for f in pool}
+    sweeps = scale_sweeps(model, sae, pool, scales, cfg, concept=candidates.concept,
+                          target=target, cost_budget=cost_budget)
     best = min(pool, key=lambda f: _rank(sweeps[f]))
     kind = ("predictive" if best in candidates.predictive[:n_candidates]
             else "on_word" if best == candidates.on_word

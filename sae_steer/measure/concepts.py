@@ -27,7 +27,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from sae_steer.inspect import FeatureSearch
-from sae_steer.lm import token_strings
+from sae_steer.lm import display_tokens, token_strings
 
 Mask = list[bool]
 
@@ -213,3 +213,13 @@ def occurrences(mask: Sequence[bool], start: int = 0,
         prev_text, prev_end = text, j
         i = j
     return count
+
+
+def count_in(model: Any, concept: ConceptLike, token_ids: Sequence[int], start: int = 0) -> int:
+    """``occurrences`` of ``concept`` in one text, reading display strings only when the
+    repeat rule can apply (two runs or more): the same count, without decoding every
+    prefix of texts where the concept occurs once or not at all."""
+    ids = [int(t) for t in token_ids]
+    mask = concept.mask(model, ids)
+    runs = sum(1 for k, flag in enumerate(mask) if flag and (k == 0 or not mask[k - 1]))
+    return occurrences(mask, start, display_tokens(model, ids) if runs > 1 else None)

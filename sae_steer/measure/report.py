@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,12 +30,14 @@ from transformer_lens import HookedTransformer
 
 from sae_steer.config import SteerConfig, steer_config
 from sae_steer.fsutil import write_json_atomic
-from sae_steer.lm import check_sae_fits, display_tokens
-from sae_steer.measure.concepts import as_concept, occurrences
+from sae_steer.lm import check_sae_fits
+from sae_steer.measure.concepts import as_concept, count_in
 from sae_steer.measure.rescore import Measured, measure
 from sae_steer.measure.stats import (Estimate, Ratio, normal_mean, paired_difference, paired_rate_ratio,
                                      pooled_rate, repeated_ngram_fraction, wilson)
-from sae_steer.steer import Generation, generate_along, generate_steered, generate_unsteered
+from sae_steer.steer import (Generation, Steerer, generate_along, generate_steered, generate_unsteered,
+                             sample_seed, steering_direction)
+from sae_steer.steer.batch import generate_rows
 
 
 @dataclasses.dataclass
@@ -90,7 +92,7 @@ def side_stats(model: HookedTransformer, sae: Any, gen: Generation, features: Se
     if concept is not None:
         for row in gen.tokens:
             ids = row.tolist()
-            counts.append(occurrences(concept.mask(model, ids), p, display_tokens(model, ids)))
+            counts.append(count_in(model, concept, ids, p))
         rate = pooled_rate(counts, [len(a) for a in new_acts])
         share = wilson(sum(c > 0 for c in counts), len(counts))
     return SideStats(fires, fired, max_act, mean_act, normal_mean(nll), normal_mean(rep), rate,
@@ -246,6 +248,75 @@ def random_control(model: HookedTransformer, sae: Any, gen: Generation, cfg: Ste
                              seed=seed, kind="random")
 
 
+def steering_reports(
+    model: HookedTransformer, sae: Any, items: Sequence[tuple[int, float]],
+    cfg: SteerConfig | None = None, *, concept: Any = None,
+    rescore_features: Sequence[int] | None = None, unsteered: Generation | None = None,
+    control: bool = True, progress: bool = False, **settings: Any,
+) -> list[SteeringReport]:
+    """``steering_report`` for each ``(feature, scale)`` of ``items``, on the same seeds and
+    one shared unsteered baseline, every steered (and control) row generated in shared
+    batches (``steer.batch``): the samples are exactly those of one report at a time.
+
+    ``concept``: one concept for every item, or ``{feature: concept}``. Clamp mode is not
+    a fixed vector per row, so it runs one report at a time.
+    """
+    cfg = steer_config(cfg or SteerConfig(n_samples=32), **settings)
+    concepts = _concepts(concept, [f for f, _ in items])
+    base = unsteered if unsteered is not None else generate_unsteered(model, cfg)
+    if base.seeds != [sample_seed(cfg.seed, j) for j in range(cfg.n_samples)]:
+        raise ValueError("the unsteered baseline was sampled with other seeds/n_samples")
+    if cfg.mode == "clamp":
+        return [_report(model, sae, generate_steered(model, sae, f, sc, cfg), base, cfg,
+                        concepts[k], rescore_features, control) for k, (f, sc) in enumerate(items)]
+    steerer = Steerer.for_config(model, sae, cfg)
+    scales = [steerer.absolute({f: sc}, cfg.scale_unit, cfg.mode)[f] for f, sc in items]
+    # the vector generate_steered adds (hooks.steered), and the random control's
+    vectors = [a * steering_direction(sae, f, cfg.mode).float() for (f, _), a in zip(items, scales)]
+    if control:
+        for (f, _), a in zip(items, scales):
+            norm = abs(a) * float(sae.W_dec[f].detach().float().norm())
+            direction = random_direction(cfg, f, sae.W_dec.shape[1])[1]
+            vectors.append(float(norm) * (direction / direction.norm().clamp(min=1e-12)))
+    n = len(base.seeds)
+    rows = generate_rows(model, steerer.hook_name, torch.stack(vectors).repeat_interleave(n, 0),
+                         base.seeds * len(vectors), cfg, progress=progress)
+    out = []
+    for k, ((f, _), a) in enumerate(zip(items, scales)):
+        gen = rows.part(k * n, (k + 1) * n)
+        gen.feature, gen.scale, gen.mode, gen.features = f, a, cfg.mode, {f: a}
+        pushed = rows.part((len(items) + k) * n, (len(items) + k + 1) * n) if control else None
+        out.append(_report(model, sae, gen, base, cfg, concepts[k], rescore_features, pushed))
+    return out
+
+
+def _concepts(concept: Any, features: Sequence[int]) -> list[Any]:
+    if isinstance(concept, Mapping):
+        return [as_concept(concept[f]) if concept.get(f) is not None else None for f in features]
+    one = as_concept(concept) if concept is not None else None
+    return [one] * len(features)
+
+
+def _report(model: HookedTransformer, sae: Any, gen: Generation, base: Generation,
+            cfg: SteerConfig, concept: Any, rescore_features: Sequence[int] | None,
+            control: Generation | bool | None) -> SteeringReport:
+    """Measure steered ``gen`` against ``base``; ``control``: the random control's samples,
+    True to draw them here, or None/False for none."""
+    features = list(dict.fromkeys([gen.feature, *(rescore_features or [])]))
+    s = side_stats(model, sae, gen, features, concept, cfg.fire_threshold)
+    u = side_stats(model, sae, base, features, concept, cfg.fire_threshold)
+    ctrl = None
+    if control is True:
+        ctrl = random_control(model, sae, gen, cfg, features, concept, u)
+    elif control:
+        side = side_stats(model, sae, control, features, concept, cfg.fire_threshold)
+        seed = random_direction(cfg, gen.feature, 0)[0]
+        ctrl = Control(steering_norm(sae, gen), seed, side, compare(side, u), "random")
+    return SteeringReport(gen.feature, gen.scale, cfg.mode,
+                          concept.name if concept is not None else None, s, u, compare(s, u),
+                          ctrl, (gen, base), cfg)
+
+
 def steering_report(
     model: HookedTransformer, sae: Any, feature: int, scale: float,
     cfg: SteerConfig | None = None, *, concept: Any = None,
@@ -260,7 +331,8 @@ def steering_report(
     the steered feature) are re-scored on both sides, e.g. add the concept's on-word
     feature. Pass ``unsteered`` to reuse a baseline drawn with the same prompt, length,
     seed and n_samples. ``control=False`` skips the random-direction control (sweeps do,
-    to select; a measured report should keep it).
+    to select; a measured report should keep it). Many reports on the same seeds:
+    ``steering_reports`` (one batch).
     """
     cfg = steer_config(cfg or SteerConfig(n_samples=32), **settings)
     concept = as_concept(concept) if concept is not None else None
@@ -268,10 +340,4 @@ def steering_report(
     base = unsteered if unsteered is not None else generate_unsteered(model, cfg)
     if base.seeds != gen.seeds:
         raise ValueError("the unsteered baseline was sampled with other seeds/n_samples")
-    features = list(dict.fromkeys([gen.feature, *(rescore_features or [])]))
-    s = side_stats(model, sae, gen, features, concept, cfg.fire_threshold)
-    u = side_stats(model, sae, base, features, concept, cfg.fire_threshold)
-    ctrl = random_control(model, sae, gen, cfg, features, concept, u) if control else None
-    return SteeringReport(gen.feature, gen.scale, cfg.mode,
-                          concept.name if concept is not None else None, s, u, compare(s, u),
-                          ctrl, (gen, base), cfg)
+    return _report(model, sae, gen, base, cfg, concept, rescore_features, control)

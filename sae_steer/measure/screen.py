@@ -42,8 +42,8 @@ from sae_steer.fsutil import cache_dir, write_json_atomic
 from sae_steer.inspect import FeatureSearch
 from sae_steer.lm import model_name, score_rows
 from sae_steer.measure.concepts import Concept
-from sae_steer.measure.report import (Comparison, Control, SideStats, SteeringReport, compare,
-                                      random_direction, side_stats)
+from sae_steer.measure.report import (Comparison, SideStats, SteeringReport, compare, side_stats,
+                                      steering_reports)
 from sae_steer.measure.rescore import Measured, require_clean
 from sae_steer.measure.steerability import feature_scores
 from sae_steer.steer import Generation, Steerer, sample_seed
@@ -206,11 +206,6 @@ def _row(feature: int, scale: float, side: SideStats, base: SideStats, cmp: Comp
             "passed": passed(cmp, feature)}
 
 
-def _slice(gen: Generation, lo: int, hi: int) -> Generation:
-    return Generation(gen.texts[lo:hi], gen.tokens[lo:hi], gen.prompt_len, gen.seeds[lo:hi],
-                      config=gen.config)
-
-
 def _columns(m: Measured, lo: int, hi: int, cols: Sequence[int]) -> Measured:
     return Measured([a[:, list(cols)] for a in m.acts[lo:hi]], m.nll[lo:hi])
 
@@ -261,7 +256,7 @@ def _stage1_chunk(model: HookedTransformer, sae: Any, steerer: Steerer, chunk: S
         by_scale = []
         for sc in cfg.scales:
             g = groups.index((f, sc))
-            s = side_stats(model, sae, _slice(gen, g * n, (g + 1) * n), [f], words[f], thr,
+            s = side_stats(model, sae, gen.part(g * n, (g + 1) * n), [f], words[f], thr,
                            measured=_columns(own, g * n, (g + 1) * n, [0]))
             by_scale.append(_row(f, sc, s, u, compare(s, u), words[f]))
         best = best_scale(list(cfg.scales), [r["strength"] for r in by_scale],
@@ -274,43 +269,15 @@ def _stage1_chunk(model: HookedTransformer, sae: Any, steerer: Steerer, chunk: S
     return out
 
 
-def confirm(model: HookedTransformer, sae: Any, steerer: Steerer, picks: Sequence[tuple[int, float]],
+def confirm(model: HookedTransformer, sae: Any, picks: Sequence[tuple[int, float]],
             words: dict[int, Concept | None], cfg: ScreenConfig, steer: SteerConfig, *,
             control: bool = True) -> dict[int, SteeringReport]:
     """Stage 2: a full ``SteeringReport`` per (feature, relative scale) in ``picks``, on
     ``cfg.n_final`` seeds from ``cfg.confirm_seed``, with the random-direction control
-    (``control=False``: without): what ``steering_report`` gives for each (tested equal),
-    with every row generated in shared batches."""
-    fresh = steer.replace(seed=cfg.confirm_seed, n_samples=cfg.n_final)
-    n, hook = cfg.n_final, steerer.hook_name
-    seeds = [sample_seed(fresh.seed, j) for j in range(n)]
-    base = generate_rows(model, hook, None, seeds, fresh)
-    vectors, controls = [], []
-    for f, rel in picks:
-        vectors.append(steerer.vector({f: rel}))
-        norm = abs(steerer.absolute({f: rel}, "relative")[f]) * float(sae.W_dec[f].detach().float().norm())
-        seed, direction = random_direction(fresh, f, sae.W_dec.shape[1])
-        unit = direction.float() / direction.float().norm().clamp(min=1e-12)
-        controls.append((norm, seed, float(norm) * unit))
-    deltas = torch.stack(vectors + ([c[2] for c in controls] if control else []))
-    gen = generate_rows(model, hook, deltas.repeat_interleave(n, 0), seeds * len(deltas), fresh)
-    out = {}
-    for k, (f, rel) in enumerate(picks):
-        absolute = steerer.absolute({f: rel}, "relative")[f]
-        mine = _slice(gen, k * n, (k + 1) * n)
-        mine.feature, mine.scale, mine.mode, mine.features = f, absolute, fresh.mode, {f: absolute}
-        concept, thr = words[f], fresh.fire_threshold
-        s = side_stats(model, sae, mine, [f], concept, thr)
-        u = side_stats(model, sae, base, [f], concept, thr)
-        ctrl = None
-        if control:
-            c = side_stats(model, sae, _slice(gen, (len(picks) + k) * n, (len(picks) + k + 1) * n),
-                           [f], concept, thr)
-            norm, seed, _ = controls[k]
-            ctrl = Control(norm, seed, c, compare(c, u), "random")
-        out[f] = SteeringReport(f, absolute, fresh.mode, concept.name if concept else None, s, u,
-                                compare(s, u), ctrl, (mine, base), fresh)
-    return out
+    (``control=False``: without), all rows in shared batches (``steering_reports``)."""
+    fresh = steer.replace(seed=cfg.confirm_seed, n_samples=cfg.n_final, scale_unit="relative")
+    reports = steering_reports(model, sae, picks, fresh, concept=words, control=control)
+    return {f: r for (f, _), r in zip(picks, reports)}
 
 
 def _confirmation_row(report: SteeringReport, rel: float) -> dict[str, Any]:
@@ -401,7 +368,7 @@ def screen_features(
                 bar.update(len(chunk))
     if not screen.confirmations:
         picks = _best(screen, cfg.n_confirm)
-        reports = confirm(model, sae, steerer, picks, words, cfg, steer) if picks else {}
+        reports = confirm(model, sae, picks, words, cfg, steer) if picks else {}
         screen.confirmations = {f: {**_confirmation_row(r, rel), "output_score": output[f]}
                                 for (f, rel), r in zip(picks, reports.values())}
         screen.meta.update(confirmed=screen.confirmed, confirm_s=time.perf_counter() - t0)

@@ -20,7 +20,7 @@ from transformer_lens import HookedTransformer
 # config.rules
 from sae_steer.config import (COST_BUDGET, SUCCESS_TARGETS, SteerConfig, best_scale, passes,
                               steer_config, suggest_scale)
-from sae_steer.measure.report import SteeringReport, steering_report
+from sae_steer.measure.report import SteeringReport, steering_reports
 from sae_steer.steer import Steerer, generate_unsteered
 
 SUCCESS = tuple(SUCCESS_TARGETS)
@@ -77,8 +77,20 @@ def scale_sweep(
     ``SUCCESS_TARGETS`` entry, ``cost_budget`` to ``COST_BUDGET`` (``config.rules``).
     Relative scales use the typical residual norm of a ``Steerer`` (``cfg.resid_norm``, else
     measured once for all scales). The sweep's reports skip the random-direction control
-    (they select; the measured report that follows a choice carries it).
+    (they select; the measured report that follows a choice carries it). Several features
+    on one baseline, in shared batches: ``scale_sweeps``.
     """
+    return scale_sweeps(model, sae, [feature], scales, cfg, concept=concept, success=success,
+                        target=target, cost_budget=cost_budget, **settings)[feature]
+
+
+def scale_sweeps(
+    model: HookedTransformer, sae: Any, features: Sequence[int], scales: Sequence[float],
+    cfg: SteerConfig | None = None, *, concept: Any = None, success: str | None = None,
+    target: float | None = None, cost_budget: float = COST_BUDGET, **settings: Any,
+) -> dict[int, Sweep]:
+    """``scale_sweep`` for each of ``features``: every (feature, scale) on the same seeds and
+    one unsteered baseline, all rows generated in shared batches (``steering_reports``)."""
     cfg = steer_config(cfg or SteerConfig(n_samples=16), **settings)
     success = success or ("concept_lift" if concept is not None else "fires_gain")
     if success not in SUCCESS:
@@ -91,10 +103,14 @@ def scale_sweep(
     if cfg.scale_unit == "relative":  # one norm for all scales
         cfg = steer_config(cfg, resid_norm=Steerer.for_config(model, sae, cfg).resid_norm)
     base = generate_unsteered(model, cfg)
-    reports = [steering_report(model, sae, feature, sc, cfg, concept=concept, unsteered=base,
-                               control=False) for sc in scales]
-    succ, low = zip(*(success_of(r, success) for r in reports))
-    cost = [r.nll_cost.value for r in reports]
-    return Sweep(list(scales), reports, success, list(succ), list(low), cost, target,
-                 cost_budget, suggest_scale(scales, low, cost, target, cost_budget),
-                 cfg.scale_unit)
+    reports = steering_reports(model, sae, [(f, sc) for f in features for sc in scales], cfg,
+                               concept=concept, unsteered=base, control=False)
+    out = {}
+    for k, f in enumerate(features):
+        mine = reports[k * len(scales) : (k + 1) * len(scales)]
+        succ, low = zip(*(success_of(r, success) for r in mine))
+        cost = [r.nll_cost.value for r in mine]
+        out[f] = Sweep(list(scales), mine, success, list(succ), list(low), cost, target,
+                       cost_budget, suggest_scale(scales, low, cost, target, cost_budget),
+                       cfg.scale_unit)
+    return out

@@ -48,6 +48,11 @@ class Generation:
     def new_tokens(self, j: int) -> Tensor:
         return self.tokens[j][self.prompt_len :]
 
+    def part(self, lo: int, hi: int) -> Generation:
+        """Samples ``lo..hi-1`` as a Generation of their own (same prompt and settings)."""
+        return Generation(self.texts[lo:hi], self.tokens[lo:hi], self.prompt_len,
+                          self.seeds[lo:hi], config=self.config)
+
 
 def sample_seed(seed: int, j: int) -> int:
     """Sample j of a call with ``seed`` uses this generator seed (so n=4 extends n=2)."""

@@ -166,3 +166,34 @@ def plot_feature_scores(scores, *, highlight=(), title: str | None = None) -> Fi
     ax.set_ylabel("input score (its fired-on tokens among them)")
     ax.set_title(title or f"steerability of {len(out)} features (push {scores.scale:g}x norm)")
     return fig
+
+
+def plot_screen(screen, *, title: str | None = None) -> Figure:
+    """Stage-1 fire-rate gain (at each feature's best scale, with its 95 % interval) against
+    output score for every screened feature (``screen_features``); re-measured features
+    are ringed, confirmed ones filled in red and numbered. Shows how little the proxy
+    predicts what the measurement finds."""
+    rows = screen.rows(1)
+    out = [r["output_score"] for r in rows]
+    gain = [r["fires_gain"] for r in rows]
+    err = [[g - r["fires_gain_lo"] for g, r in zip(gain, rows)],
+           [r["fires_gain_hi"] - g for g, r in zip(gain, rows)]]
+    fig = Figure(figsize=(6.0, 4.2), layout="constrained")
+    ax = fig.add_subplot()
+    ax.errorbar(out, gain, yerr=err, fmt="o", ms=3, alpha=0.35, color="tab:gray",
+                elinewidth=0.5, label=f"stage 1 ({screen.config.n_samples} samples)")
+    again = [r for r in rows if r["feature"] in screen.confirmations]
+    ax.scatter([r["output_score"] for r in again], [r["fires_gain"] for r in again], s=40,
+               facecolors="none", edgecolors="tab:blue", label="re-measured (stage 2)")
+    confirmed = set(screen.confirmed)
+    for r in rows:
+        if r["feature"] in confirmed:
+            ax.scatter([r["output_score"]], [r["fires_gain"]], s=40, color="tab:red")
+            ax.annotate(str(r["feature"]), (r["output_score"], r["fires_gain"]), fontsize=7,
+                        xytext=(3, 3), textcoords="offset points")
+    ax.axhline(0.0, color="black", lw=0.5)
+    ax.set_xlabel("output score")
+    ax.set_ylabel("fire-rate gain, steered - unsteered")
+    ax.legend(fontsize=7, loc="upper left")
+    ax.set_title(title or f"{len(rows)} features screened, {len(confirmed)} confirmed")
+    return fig

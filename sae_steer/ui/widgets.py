@@ -3,7 +3,9 @@ is, a Generate button, re-scored output) and ``card_widget`` (a feature picker a
 
 The panel shows, for one seed, the steered and unsteered texts, both re-scored by the
 unsteered model + SAE. Beside each feature: its top words (a ``FeatureSearch``, else the
-tokens its decoder row promotes) and output score (``feature_scores``). The browser test's
+tokens its decoder row promotes) and output score (``feature_scores``). The dropdown offers
+only features a screen confirmed (``screen_features``), with their measured fire-rate gain
+and interval; picking one sets its confirmed scale. The browser test's
 contract: a "Generate" button, sliders described "feature" and "scale", and an output
 ``<div class="steer-output" data-feature=.. data-scale=..>`` (first feature, slider scale).
 
@@ -20,6 +22,7 @@ from sae_steer.config import MODES, SteerConfig, steer_config
 from sae_steer.config.steer import POSITIONS, SCALE_UNITS
 from sae_steer.inspect import FeatureSearch, feature_card, logit_effects
 from sae_steer.measure import rescore
+from sae_steer.measure.screen import SteerabilityScreen
 from sae_steer.measure.steerability import FeatureScores
 from sae_steer.steer import Steerer, generate_steered, generate_unsteered
 from sae_steer.ui.views import card_html, rescored_blocks, rescored_html
@@ -36,11 +39,14 @@ esc = html.escape
 
 
 class FeatureInfo:
-    """What the panel says about a feature: its top words and, with scores, its output score."""
+    """What the panel says about a feature: its top words, with scores its output score, and
+    with a screen whether (and how well) it steers."""
 
     def __init__(self, model: Any, sae: Any, search: FeatureSearch | None = None,
-                 scores: FeatureScores | None = None, n_words: int = 5):
+                 scores: FeatureScores | None = None, n_words: int = 5,
+                 screen: SteerabilityScreen | None = None):
         self.model, self.sae, self.search, self.scores, self.n = model, sae, search, scores, n_words
+        self.screen = screen
 
     def words(self, i: int) -> str:
         """The words it fires on most (search), else those its decoder row promotes."""
@@ -61,12 +67,25 @@ class FeatureInfo:
                 f"{esc(self.words(i))}{score}</span>")
 
     def choices(self, n: int = 20) -> list[tuple[str, int]]:
-        """Dropdown options: the ``n`` most steerable (alive) features, labelled by their words."""
-        if self.scores is None:
+        """Dropdown options: up to ``n`` features the screen confirmed, best first, labelled
+        by their words and measured fire-rate gain (none without a screen: a proxy score
+        does not tell which features steer)."""
+        if self.screen is None:
             return []
-        alive = self.search.density > 0 if self.search is not None else None
-        return [(f"{i}: {self.words(i)} ({float(self.scores.output_score[i]):.3f})", i)
-                for i in self.scores.top(n, alive=alive)]
+        rows = self.screen.confirmations
+        return [(f"{i}: {self.words(i)} (gain {rows[i]['fires_gain']:+.2f} "
+                 f"[{rows[i]['fires_gain_lo']:+.2f}, {rows[i]['fires_gain_hi']:+.2f}], "
+                 f"words {rows[i]['lift']:.3g}x, at {rows[i]['scale']:g}x norm)", i)
+                for i in self.screen.confirmed[:n]]
+
+    def placeholder(self) -> str:
+        """The dropdown's text when it offers nothing: why, and what to do."""
+        if self.screen is None:
+            return "(pass screen=screen_features(...) to list the features that steer)"
+        miss = self.screen.nearest_misses(1)
+        near = (f"; nearest miss: {miss[0]['feature']}, gain {miss[0]['fires_gain']:+.2f} "
+                f"[{miss[0]['fires_gain_lo']:+.2f}]" if miss else "")
+        return f"(the screen confirmed no feature{near})"
 
 
 class FeatureRow:
@@ -106,8 +125,9 @@ class SteeringPanel:
     """Interactive steering for one model + SAE. Display it as the last line of a cell.
 
     ``search`` (a ``FeatureSearch``) adds each feature's top words and the ``max_act`` scale
-    unit; ``scores`` (``feature_scores(model, sae, search=search)``) adds output scores and a
-    dropdown of the most steerable features. ``scale_range`` is the absolute scale's
+    unit; ``scores`` (``feature_scores(model, sae, search=search)``) adds output scores;
+    ``screen`` (``screen_features(model, sae, search)``) fills the dropdown with the features
+    it confirmed, each at its confirmed scale. ``scale_range`` is the absolute scale's
     ``(min, max)`` or ``(min, max, step)``; ``cfg`` and keyword ``settings`` (``prompt``,
     ``max_new_tokens``, ``seed``, ``mode``, ``temperature``, ``positions``, ``scale_unit``...)
     are ``SteerConfig`` fields, the starting values of the controls.
@@ -116,14 +136,16 @@ class SteeringPanel:
     def __init__(
         self, model: Any, sae: Any, *, feature: int = 0, scale: float = 10.0,
         scale_range: tuple[float, ...] = (-50.0, 50.0, 0.1), search: FeatureSearch | None = None,
-        scores: FeatureScores | None = None, cfg: SteerConfig | None = None, **settings: Any,
+        scores: FeatureScores | None = None, screen: SteerabilityScreen | None = None,
+        cfg: SteerConfig | None = None, **settings: Any,
     ):
         self.model, self.sae, self.search, self.scores = model, sae, search, scores
+        self.screen = screen
         self.cfg = steer_config(cfg, **settings)
         d_sae, n_ctx = sae.cfg.d_sae, model.cfg.n_ctx
         lo, hi, *step = scale_range
         self._ranges = {"absolute": (lo, hi, step[0] if step else 0.1, scale), **UNIT_RANGES}
-        self.info = FeatureInfo(model, sae, search, scores)
+        self.info = FeatureInfo(model, sae, search, scores, screen=screen)
         units = [u for u in SCALE_UNITS if u != "max_act" or search is not None]
         unit = self.cfg.scale_unit if self.cfg.scale_unit in units else "absolute"
         choices = self.info.choices()
@@ -135,7 +157,7 @@ class SteeringPanel:
         first = self.rows[0]
         self.feature, self.feature_box, self.scale = first.feature, first.feature_box, first.scale
         self.steerable = W.Dropdown(
-            options=choices or [("(pass scores=feature_scores(...) to list them)", -1)],
+            options=choices or [(self.info.placeholder(), -1)],
             value=None, description="steerable", disabled=not choices,
             layout=W.Layout(width="520px"))
         self.steerable.observe(self._pick_steerable, names="value")
@@ -179,8 +201,13 @@ class SteeringPanel:
     # ------------------------------------------------------------ controls
 
     def _pick_steerable(self, change: Any) -> None:
-        if change["new"] is not None and change["new"] >= 0:
-            self.feature.value = int(change["new"])
+        """A confirmed feature, at the relative scale it was confirmed at."""
+        if change["new"] is None or change["new"] < 0:
+            return
+        self.feature.value = int(change["new"])
+        if "relative" in [v for _, v in self.unit.options]:
+            self.unit.value = "relative"
+            self.scale.value = self.screen.scale(int(change["new"]))
 
     def _show_rows(self, n: int) -> None:
         self.n_features = max(1, min(N_FEATURES, n))

@@ -84,13 +84,13 @@ def test_choose_feature_runs_sweeps(tiny_model, monkeypatch):
     calls = []
     danger = planted_concepts()["danger"]
 
-    def fake_sweep(model, sae, feature, scales, cfg=None, **kw):
-        calls.append(feature)
+    def fake_sweeps(model, sae, features, scales, cfg=None, **kw):  # the pool in one batch
+        calls.extend(features)
         assert kw["concept"] is danger
-        good = feature == 4
-        return _sweep([1, 6 if good else 2, 9], [0.1, 0.4, 2.0], 0.3 if good else None)
+        return {f: _sweep([1, 6 if f == 4 else 2, 9], [0.1, 0.4, 2.0], 0.3 if f == 4 else None)
+                for f in features}
 
-    monkeypatch.setattr(choose, "scale_sweep", fake_sweep)
+    monkeypatch.setattr(choose, "scale_sweeps", fake_sweeps)
     cand = ConceptCandidates(danger, {1: 1.0}, [2, 4, 6, 7], torch.zeros(8), 6, 0.9)
     choice = choose_feature(tiny_model, make_sae(), cand, [0.1, 0.3, 0.5], n_candidates=3)
     assert calls == [2, 4, 6] and choice.feature == 4 and choice.scale == 0.3
@@ -153,9 +153,9 @@ def test_selection_and_measurement_never_share_a_sample(tiny_model, monkeypatch)
     def fake_candidates(model, sae, texts, concept, cfg=None, **kw):
         return ConceptCandidates(concept, {1: 1.0}, [2, 3], torch.zeros(8), 4, 0.5)
 
-    def fake_sweep(model, sae, feature, scales, cfg=None, **kw):
+    def fake_sweeps(model, sae, features, scales, cfg=None, **kw):
         seen["select"] |= seeds(cfg, cfg.n_samples, cfg.seed)
-        return _sweep([1, 9, 9], [0.1, 0.2, 0.3], 0.3)
+        return {f: _sweep([1, 9, 9], [0.1, 0.2, 0.3], 0.3) for f in features}
 
     def fake_report(model, sae, feature, scale, cfg=None, **kw):
         cfg = cfg.replace(**{k: v for k, v in kw.items() if k in ("n_samples", "seed")})
@@ -163,7 +163,7 @@ def test_selection_and_measurement_never_share_a_sample(tiny_model, monkeypatch)
         return "report"
 
     monkeypatch.setattr(choose, "concept_candidates", fake_candidates)
-    monkeypatch.setattr(choose, "scale_sweep", fake_sweep)
+    monkeypatch.setattr(choose, "scale_sweeps", fake_sweeps)
     monkeypatch.setattr(choose, "steering_report", fake_report)
     result = choose.steer_concept(tiny_model, make_sae(), ["text"], danger,
                                   ChooseConfig(n_select=16, n_final=64),
@@ -221,12 +221,12 @@ def test_choose_feature_sweeps_the_best_aligned_feature_too(tiny_model, monkeypa
 
     calls = []
 
-    def fake_sweep(model, sae, feature, scales, cfg=None, **kw):
-        calls.append(feature)
-        good = feature == 5
-        return _sweep([1, 6 if good else 2, 9], [0.1, 0.4, 2.0], 0.3 if good else None)
+    def fake_sweeps(model, sae, features, scales, cfg=None, **kw):
+        calls.extend(features)
+        return {f: _sweep([1, 6 if f == 5 else 2, 9], [0.1, 0.4, 2.0], 0.3 if f == 5 else None)
+                for f in features}
 
-    monkeypatch.setattr(choose, "scale_sweep", fake_sweep)
+    monkeypatch.setattr(choose, "scale_sweeps", fake_sweeps)
     danger = planted_concepts()["danger"]
     cand = ConceptCandidates(danger, {1: 1.0}, [2, 4], torch.zeros(8), 6, 0.9, 7, 0.5,
                              aligned=[5, 3], direction=torch.ones(16))
@@ -250,11 +250,11 @@ def test_steer_concept_measures_the_context_direction_on_the_same_seeds(tiny_mod
         return ConceptCandidates(concept, {3: 1.0}, [4], torch.zeros(8), 4, 0.5,
                                  direction=row / row.norm())
 
-    def fake_sweep(model, sae, feature, scales, cfg=None, **kw):
-        return _sweep([1, 9, 9], [0.1, 0.2, 0.3], 0.3)
+    def fake_sweeps(model, sae, features, scales, cfg=None, **kw):
+        return {f: _sweep([1, 9, 9], [0.1, 0.2, 0.3], 0.3) for f in features}
 
     monkeypatch.setattr(choose, "concept_candidates", fake_candidates)
-    monkeypatch.setattr(choose, "scale_sweep", fake_sweep)
+    monkeypatch.setattr(choose, "scale_sweeps", fake_sweeps)
     result = choose.steer_concept(
         tiny_model, sae, ["text"], anything, ChooseConfig(n_select=4, n_final=6),
         SteerConfig(scale_unit="relative", resid_norm=2.0, prompt=PROMPT, max_new_tokens=8))

@@ -351,3 +351,17 @@ def test_measuring_code_sees_planted_concepts_only_through_name_and_mask(story_m
     assert a.unsteered.concept_counts == b.unsteered.concept_counts
     assert (a.lift.numerator, a.lift.denominator) == (b.lift.numerator, b.lift.denominator)
     assert a.lift.lo == b.lift.lo and a.lift.hi == b.lift.hi
+
+
+def test_count_in_equals_occurrences_with_every_display_string(tok_model):
+    """Reading display strings only when two runs or more exist changes no count."""
+    from sae_steer.lm import display_tokens
+    from sae_steer.measure.concepts import count_in
+
+    words = Concept.words(["park", "girl", "."])
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(40):
+        ids = torch.randint(4, tok_model.cfg.d_vocab, (30,), generator=gen).tolist()
+        for start in (0, 5):
+            full = occurrences(words.mask(tok_model, ids), start, display_tokens(tok_model, ids))
+            assert count_in(tok_model, words, ids, start) == full

@@ -76,7 +76,7 @@ def test_confirmation_equals_steering_report_one_feature_at_a_time(tok_model, se
     steer = STEER.replace(resid_norm=steerer.resid_norm, scale_unit="relative")
     picks = [(1, 0.5), (3, 1.0)]
     words = {f: Concept.from_feature(search, f, tok_model) for f, _ in picks}
-    reports = confirm(tok_model, sae, steerer, picks, words, CFG, steer)
+    reports = confirm(tok_model, sae, picks, words, CFG, steer)
     for f, rel in picks:
         one = steering_report(tok_model, sae, f, rel, steer, concept=words[f],
                               n_samples=CFG.n_final, seed=CFG.confirm_seed)

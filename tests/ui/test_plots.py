@@ -28,3 +28,22 @@ def test_plot_lifts_draws_feature_control_and_context_direction():
     lo, hi = ax.get_xlim()
     assert 0 < lo < 1 < 10 < hi and math.isfinite(hi)
     assert [t.get_text() for t in ax.get_yticklabels()] == ["quote", "rare"]
+
+
+def test_plot_screen_marks_remeasured_and_confirmed_features():
+    from sae_steer.config import ScreenConfig, SteerConfig
+    from sae_steer.measure import SteerabilityScreen
+    from sae_steer.ui.plots import plot_screen
+
+    def row(f, score, gain):
+        return {"feature": f, "output_score": score, "fires_gain": gain,
+                "fires_gain_lo": gain - 0.2, "fires_gain_hi": gain + 0.2}
+
+    stage1 = {f: row(f, 0.1 * f, 0.05 * f) for f in range(6)}
+    conf = {4: {"passed": ["own firing"], "strength": 1.1}, 5: {"passed": [], "strength": 0.4}}
+    screen = SteerabilityScreen(list(range(6)), stage1, conf, ScreenConfig(), SteerConfig())
+    ax = plot_screen(screen).axes[0]
+    assert "6 features screened, 1 confirmed" == ax.get_title()
+    assert [t.get_text() for t in ax.texts] == ["4"]  # only the confirmed one is numbered
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert sorted(labels) == ["re-measured (stage 2)", "stage 1 (8 samples)"]

@@ -6,7 +6,8 @@ import re
 import pytest
 
 from builders import assert_clean, make_sae
-from sae_steer.config import SearchConfig
+from sae_steer.config import ScreenConfig, SearchConfig, SteerConfig
+from sae_steer.measure.screen import SteerabilityScreen
 from sae_steer.inspect import search_features
 from sae_steer.measure.steerability import feature_scores
 from sae_steer.ui.widgets import SteeringPanel
@@ -131,17 +132,43 @@ def test_without_search_or_scores_the_rows_show_promoted_tokens(panel):
     assert 'data-feature="4"' in panel.rows[0].info.value  # the label follows the slider
 
 
-def test_search_and_scores_label_the_features_and_offer_the_steerable(rich, found):
+def test_search_and_scores_label_the_features_but_offer_nothing_unmeasured(rich, found):
     sae, search, scores = found
     info = rich.rows[0].info.value
     assert "fires on" in info and f"{float(scores.output_score[1]):.3f}" in info
-    top = scores.top(20, alive=search.density > 0)
-    assert [v for _, v in rich.steerable.options] == top and not rich.steerable.disabled
-    label, best = rich.steerable.options[0]
-    assert label.startswith(f"{best}: fires on")
-    rich.steerable.value = best
-    assert rich.feature.value == best and rich.feature_box.value == best
+    # a proxy score does not say which features steer: only a screen fills the dropdown
+    assert rich.steerable.disabled and "screen_features" in rich.steerable.options[0][0]
     assert [v for _, v in rich.unit.options] == ["absolute", "relative", "max_act"]
+
+
+def _screen(confirmations):
+    row = dict(fires_gain=0.5, fires_gain_lo=0.35, fires_gain_hi=0.62, lift=4.0, lift_lo=3.1,
+               strength=1.2)
+    conf = {f: {**row, "feature": f, "scale": sc, "passed": ok,
+                "strength": row["strength"] - k / 10} for k, (f, sc, ok) in enumerate(confirmations)}
+    return SteerabilityScreen([f for f, _, _ in confirmations], {}, conf, ScreenConfig(),
+                              SteerConfig())
+
+
+def test_the_dropdown_offers_confirmed_features_at_their_scale(tok_model, found):
+    sae, search, scores = found
+    screen = _screen([(3, 0.35, ["own firing"]), (5, 0.5, []), (2, 0.5, ["own words"])])
+    panel = SteeringPanel(tok_model, sae, feature=1, scale=2.0, max_new_tokens=6, search=search,
+                          scores=scores, screen=screen)
+    assert [v for _, v in panel.steerable.options] == [3, 2]  # 5 was not confirmed
+    label, best = panel.steerable.options[0]
+    assert label.startswith("3: fires on") and "gain +0.50 [+0.35, +0.62]" in label
+    panel.steerable.value = best
+    assert panel.feature.value == 3 and panel.feature_box.value == 3
+    assert panel.unit.value == "relative" and panel.scale.value == 0.35
+
+
+def test_a_screen_that_confirmed_nothing_says_so(tok_model, found):
+    sae, search, scores = found
+    screen = _screen([(5, 0.5, [])])
+    panel = SteeringPanel(tok_model, sae, feature=1, scale=2.0, search=search, screen=screen)
+    assert panel.steerable.disabled
+    assert "confirmed no feature; nearest miss: 5" in panel.steerable.options[0][0]
 
 
 def test_a_second_and_third_feature_each_with_its_own_scale(rich):
