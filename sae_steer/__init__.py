@@ -52,7 +52,7 @@ _EXPORTS: dict[str, str] = {
     "steering": "steer.hooks",
     "clamping": "steer.hooks",
     "to_absolute_scale": "steer.hooks",
-    "generate_steered": "steer.generate",
+    "generate_steered": "steer.steerer",
     "generate_unsteered": "steer.generate",
     "generate_along": "steer.generate",
     "typical_resid_norm": "steer.generate",
@@ -65,7 +65,7 @@ _EXPORTS: dict[str, str] = {
     "concept_candidates": "measure.candidates",
     "feature_scores": "measure.steerability",
     "screen_features": "measure.screen",
-    "SteerabilityScreen": "measure.screen",
+    "SteerabilityScreen": "measure.screen_results",
     "ScreenConfig": "config",
     # the offline world
     "planted_concepts": "toystories.concepts",

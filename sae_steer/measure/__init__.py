@@ -5,12 +5,13 @@ from sae_steer.measure.candidates import ConceptCandidates, concept_candidates, 
 from sae_steer.measure.choose import (ConceptChoice, ConceptResult, FeatureResult, choose_feature,
                                      steer_concept, steer_feature)
 from sae_steer.measure.concepts import Concept, ConceptLike, occurrences
-from sae_steer.measure.report import (Comparison, Control, SideStats, SteeringReport, compare,
-                                      side_stats, steering_report)
+from sae_steer.measure.report import Control, SteeringReport, steering_report, steering_reports
+from sae_steer.measure.sides import Comparison, SideStats, compare, side_stats
 from sae_steer.measure.rescore import Measured, Rescored, measure, rescore
 from sae_steer.measure.stats import (Estimate, Ratio, normal_mean, paired_difference,
                                      poisson_ratio, pooled_rate, repeated_ngram_fraction, wilson)
-from sae_steer.measure.screen import SteerabilityScreen, screen_features
+from sae_steer.measure.screen import screen_features
+from sae_steer.measure.screen_results import SteerabilityScreen
 from sae_steer.measure.steerability import FeatureScores, feature_scores
 from sae_steer.measure.sweep import Sweep, scale_sweep, suggest_scale
 
@@ -20,4 +21,4 @@ __all__ = ["Comparison", "Concept", "ConceptCandidates", "ConceptChoice", "Conce
            "concept_candidates", "feature_scores", "logit_effect", "measure", "normal_mean",
            "occurrences", "paired_difference", "poisson_ratio", "pooled_rate",
            "repeated_ngram_fraction", "rescore", "scale_sweep", "screen_features", "side_stats", "steer_concept",
-           "steer_feature", "steering_report", "suggest_scale", "wilson"]
+           "steer_feature", "steering_report", "steering_reports", "suggest_scale", "wilson"]

@@ -5,14 +5,15 @@ it gives every sample its own random stream, so the same seed gives the same tex
 or not, and steered minus unsteered measures the steering, not sampling noise. The
 settings travel as one ``SteerConfig``. ``typical_resid_norm`` lives here because it
 measures the norm on the model's own samples; only a ``Steerer`` (``steerer.py``) calls it,
-so every relative scale reads one norm. With ``positions="generated"`` the sampler
+so every relative scale reads one norm; steering with SAE features (``generate_steered``)
+lives beside it there. With ``positions="generated"`` the sampler
 tells the steering hook where each pass starts (``Positions.offset``), so cached and
 uncached runs steer the same positions.
 """
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -23,7 +24,7 @@ from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
 
 from sae_steer.config import SteerConfig, steer_config
 from sae_steer.lm import hook_activations, to_text
-from sae_steer.steer.hooks import Positions, SteeringStats, feature_scales, steering
+from sae_steer.steer.hooks import Positions, SteeringStats, steering
 
 
 @dataclasses.dataclass
@@ -214,43 +215,6 @@ def generate_unsteered(model: HookedTransformer, cfg: SteerConfig | None = None,
     cfg = steer_config(cfg, **settings)
     prompt, seeds = _draw(model, cfg)
     return _finish(model, prompt, _sample(model, prompt, seeds, cfg), seeds, cfg)
-
-
-def generate_steered(
-    model: HookedTransformer, sae: Any, feature: int | Mapping[int, float],
-    scale: float | None = None, cfg: SteerConfig | None = None, *, max_act: Any = None,
-    hook_name: str | None = None, **settings: Any,
-) -> Generation:
-    """``cfg.n_samples`` texts from ``cfg.prompt`` while steering with SAE feature ``feature``
-    at ``scale``, or with several features at once: ``{feature: scale, ...}`` (no ``scale``).
-
-    Batched; sample j uses generator seed ``sample_seed(cfg.seed, j)`` for both steered and
-    unsteered runs, so they are comparable token by token. Stops at end-of-text (texts and
-    tokens are cut before the first EOS). Scales are in ``cfg.scale_unit``: absolute;
-    ``"relative"``, a multiple of the typical residual norm at the hook (``cfg.resid_norm``;
-    measured when None); or ``"max_act"``, a multiple of each feature's max activation in a
-    search, given as ``max_act=search.max_act``. ``cfg.positions="generated"`` leaves the
-    prompt alone and steers every generated position. Keyword ``settings`` are shortcuts
-    for ``SteerConfig`` fields. Every input is checked before any hook is attached; no hook
-    is left afterwards.
-    """
-    if isinstance(scale, SteerConfig) and cfg is None:  # generate_steered(m, sae, {..}, cfg)
-        scale, cfg = None, scale
-    # steerer.py measures its norm with this module's sampler, so it is imported here
-    from sae_steer.steer.steerer import Steerer
-
-    cfg = steer_config(cfg, **settings)
-    scales = feature_scales(feature, scale, sae.cfg.d_sae)
-    steerer = Steerer.for_config(model, sae, cfg, hook_name, max_act)
-    prompt, seeds = _draw(model, cfg)
-    scales = steerer.absolute(scales, cfg.scale_unit, cfg.mode)
-    gate = _positions_gate(cfg, len(prompt))
-    with steerer.steer(scales, "absolute", cfg.mode, gate) as stats:
-        new = _sample(model, prompt, seeds, cfg, gate)
-    out = _finish(model, prompt, new, seeds, cfg)
-    out.feature, out.scale = next(iter(scales.items()))
-    out.mode, out.stats, out.features = cfg.mode, stats, scales
-    return out
 
 
 def generate_along(

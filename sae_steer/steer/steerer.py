@@ -19,9 +19,10 @@ from jaxtyping import Float
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
-from sae_steer.config import SteerConfig, check_number
+from sae_steer.config import SteerConfig, check_number, steer_config
 from sae_steer.lm import check_sae_fits
-from sae_steer.steer.generate import typical_resid_norm
+from sae_steer.steer.generate import (Generation, _draw, _finish, _positions_gate, _sample,
+                                      typical_resid_norm)
 from sae_steer.steer.hooks import (Positions, SteeringStats, feature_scales, steered,
                                    steering_direction, to_relative_scale)
 from sae_steer.steer.units import to_absolute_scales
@@ -93,3 +94,37 @@ class Steerer:
         with steered(self.model, self.sae, absolute, None, mode, self.hook_name,
                      positions) as stats:
             yield stats
+
+
+def generate_steered(
+    model: HookedTransformer, sae: Any, feature: int | Mapping[int, float],
+    scale: float | None = None, cfg: SteerConfig | None = None, *, max_act: Any = None,
+    hook_name: str | None = None, **settings: Any,
+) -> Generation:
+    """``cfg.n_samples`` texts from ``cfg.prompt`` while steering with SAE feature ``feature``
+    at ``scale``, or with several features at once: ``{feature: scale, ...}`` (no ``scale``).
+
+    Batched; sample j uses generator seed ``sample_seed(cfg.seed, j)`` for both steered and
+    unsteered runs, so they are comparable token by token. Stops at end-of-text (texts and
+    tokens are cut before the first EOS). Scales are in ``cfg.scale_unit``: absolute;
+    ``"relative"``, a multiple of the typical residual norm at the hook (``cfg.resid_norm``;
+    measured when None); or ``"max_act"``, a multiple of each feature's max activation in a
+    search, given as ``max_act=search.max_act``. ``cfg.positions="generated"`` leaves the
+    prompt alone and steers every generated position. Keyword ``settings`` are shortcuts
+    for ``SteerConfig`` fields. Every input is checked before any hook is attached; no hook
+    is left afterwards.
+    """
+    if isinstance(scale, SteerConfig) and cfg is None:  # generate_steered(m, sae, {..}, cfg)
+        scale, cfg = None, scale
+    cfg = steer_config(cfg, **settings)
+    scales = feature_scales(feature, scale, sae.cfg.d_sae)
+    steerer = Steerer.for_config(model, sae, cfg, hook_name, max_act)
+    prompt, seeds = _draw(model, cfg)
+    scales = steerer.absolute(scales, cfg.scale_unit, cfg.mode)
+    gate = _positions_gate(cfg, len(prompt))
+    with steerer.steer(scales, "absolute", cfg.mode, gate) as stats:
+        new = _sample(model, prompt, seeds, cfg, gate)
+    out = _finish(model, prompt, new, seeds, cfg)
+    out.feature, out.scale = next(iter(scales.items()))
+    out.mode, out.stats, out.features = cfg.mode, stats, scales
+    return out

@@ -20,11 +20,12 @@ import ipywidgets as W
 
 from sae_steer.config import MODES, SteerConfig, steer_config
 from sae_steer.config.steer import POSITIONS, SCALE_UNITS
-from sae_steer.inspect import FeatureSearch, feature_card, logit_effects
+from sae_steer.inspect import FeatureSearch, feature_card
 from sae_steer.measure import rescore
-from sae_steer.measure.screen import SteerabilityScreen
+from sae_steer.measure.screen_results import SteerabilityScreen
 from sae_steer.measure.steerability import FeatureScores
 from sae_steer.steer import Steerer, generate_steered, generate_unsteered
+from sae_steer.ui.feature_info import FeatureInfo
 from sae_steer.ui.views import card_html, rescored_blocks, rescored_html
 
 MODE_LABELS = {"decoder_row": "decoder row", "clamp": "clamp",
@@ -36,56 +37,6 @@ UNIT_RANGES = {"relative": (-2.0, 2.0, 0.01, 0.5), "max_act": (-20.0, 20.0, 0.1,
 """Scale sliders' (min, max, step, default) per unit; absolute: the panel's scale_range."""
 N_FEATURES = 3  # features steered at once, at most
 esc = html.escape
-
-
-class FeatureInfo:
-    """What the panel says about a feature: its top words, with scores its output score, and
-    with a screen whether (and how well) it steers."""
-
-    def __init__(self, model: Any, sae: Any, search: FeatureSearch | None = None,
-                 scores: FeatureScores | None = None, n_words: int = 5,
-                 screen: SteerabilityScreen | None = None):
-        self.model, self.sae, self.search, self.scores, self.n = model, sae, search, scores, n_words
-        self.screen = screen
-
-    def words(self, i: int) -> str:
-        """The words it fires on most (search), else those its decoder row promotes."""
-        if self.search is None:
-            promoted, _ = logit_effects(self.model, self.sae.W_dec[i].detach(), self.n)
-            return "promotes " + " ".join(w.strip() or repr(w) for w, _ in promoted)
-        try:
-            top = self.search.top_tokens(i, self.model, self.n)
-        except ValueError:  # a dead feature: the search says why
-            return "never fired in the search"
-        return "fires on " + " ".join(w.strip() or repr(w) for w, *_ in top)
-
-    def label(self, i: int) -> str:
-        """HTML: the words, and the output score when scores were given."""
-        score = ("" if self.scores is None else
-                 f" · output score <b>{float(self.scores.output_score[i]):.3f}</b>")
-        return (f'<span class="steer-feature-info" data-feature="{int(i)}">'
-                f"{esc(self.words(i))}{score}</span>")
-
-    def choices(self, n: int = 20) -> list[tuple[str, int]]:
-        """Dropdown options: up to ``n`` features the screen confirmed, best first, labelled
-        by their words and measured fire-rate gain (none without a screen: a proxy score
-        does not tell which features steer)."""
-        if self.screen is None:
-            return []
-        rows = self.screen.confirmations
-        return [(f"{i}: {self.words(i)} (gain {rows[i]['fires_gain']:+.2f} "
-                 f"[{rows[i]['fires_gain_lo']:+.2f}, {rows[i]['fires_gain_hi']:+.2f}], "
-                 f"words {rows[i]['lift']:.3g}x, at {rows[i]['scale']:g}x norm)", i)
-                for i in self.screen.confirmed[:n]]
-
-    def placeholder(self) -> str:
-        """The dropdown's text when it offers nothing: why, and what to do."""
-        if self.screen is None:
-            return "(pass screen=screen_features(...) to list the features that steer)"
-        miss = self.screen.nearest_misses(1)
-        near = (f"; nearest miss: {miss[0]['feature']}, gain {miss[0]['fires_gain']:+.2f} "
-                f"[{miss[0]['fires_gain_lo']:+.2f}]" if miss else "")
-        return f"(the screen confirmed no feature{near})"
 
 
 class FeatureRow:
@@ -158,7 +109,7 @@ class SteeringPanel:
         self.feature, self.feature_box, self.scale = first.feature, first.feature_box, first.scale
         self.steerable = W.Dropdown(
             options=choices or [(self.info.placeholder(), -1)],
-            value=None, description="steerable", disabled=not choices,
+            value=None if choices else -1, description="steerable", disabled=not choices,
             layout=W.Layout(width="520px"))
         self.steerable.observe(self._pick_steerable, names="value")
         self.add = W.Button(description="+ feature", tooltip="steer with one more feature")

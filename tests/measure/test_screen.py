@@ -11,7 +11,8 @@ from sae_steer.config import ScreenConfig, SearchConfig, SteerConfig
 from sae_steer.inspect import search_features
 from sae_steer.lm import attached_hook_count
 from sae_steer.measure import Concept, steering_report
-from sae_steer.measure.screen import SteerabilityScreen, confirm, screen_features
+from sae_steer.measure.screen import confirm, screen_features
+from sae_steer.measure.screen_results import SteerabilityScreen
 from sae_steer.steer import Steerer
 
 TEXTS = ["Once upon a time there was a little girl named Lily .",

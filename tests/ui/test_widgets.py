@@ -7,7 +7,7 @@ import pytest
 
 from builders import assert_clean, make_sae
 from sae_steer.config import ScreenConfig, SearchConfig, SteerConfig
-from sae_steer.measure.screen import SteerabilityScreen
+from sae_steer.measure.screen_results import SteerabilityScreen
 from sae_steer.inspect import search_features
 from sae_steer.measure.steerability import feature_scores
 from sae_steer.ui.widgets import SteeringPanel
@@ -169,6 +169,7 @@ def test_a_screen_that_confirmed_nothing_says_so(tok_model, found):
     panel = SteeringPanel(tok_model, sae, feature=1, scale=2.0, search=search, screen=screen)
     assert panel.steerable.disabled
     assert "confirmed no feature; nearest miss: 5" in panel.steerable.options[0][0]
+    assert panel.steerable.label == panel.steerable.options[0][0]  # shown, not a blank box
 
 
 def test_a_second_and_third_feature_each_with_its_own_scale(rich):
