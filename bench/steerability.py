@@ -155,6 +155,13 @@ def main() -> None:
     picks += [(f, float(screen.stage1[f]["scale"])) for f in randoms if f not in recommended]
     reports = confirm(model, sae, picks, words, third, steer, control=False)
     ok = {f: passed(r.vs_unsteered, f) for f, r in reports.items()}
+    print("\nthird seed set, per feature (recommended first, then random):")
+    print(table_text([{"group": "recommended" if f in recommended else "random", "feature": f,
+                       "scale": rel, "fires_gain": r.fires_gain[f].value,
+                       "fires_gain_lo": r.fires_gain[f].lo,
+                       "lift_lo": r.lift.lo if r.lift is not None else math.nan,
+                       "nll_cost": r.nll_cost.value, "passed": ok[f]}
+                      for (f, rel), r in zip(picks, reports.values())]))
     rec_pass = sum(bool(ok[f]) for f in recommended)
     rand_pass = sum(bool(ok[f]) for f in randoms)
     again = sum(bool(set(ok[f]) & set(screen.confirmations[f]["passed"])) for f in recommended)
