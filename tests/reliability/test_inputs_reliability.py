@@ -16,10 +16,10 @@ import pytest
 import torch
 
 from builders import HOOK, assert_clean, make_sae
-from sae_steer.config import SAEConfig, SearchConfig, TrainConfig
+from sae_steer.config import SAEConfig, ScreenConfig, SearchConfig, SteerConfig, TrainConfig
 from sae_steer.inspect.search import search_features
 from sae_steer.lm import hook_activations, load_model, load_texts
-from sae_steer.measure import rescore, scale_sweep
+from sae_steer.measure import rescore, scale_sweep, screen_features
 from sae_steer.render import render_blocks, render_html
 from sae_steer.sae import SAE
 from sae_steer.steer import clamping, generate_steered, steering
@@ -53,6 +53,17 @@ def _steer(e, model=None, sae=None, **kw):
     args = dict(feature=1, scale=4.0, prompt=P, max_new_tokens=4, n_samples=1)
     args.update(kw)
     return generate_steered(model if model is not None else e.m, sae or e.sae, **args)
+
+
+_SCREEN = ScreenConfig(scales=(0.5,), n_samples=2, n_confirm=1, n_final=2)
+_SHORT = SteerConfig(prompt="Once upon a time", max_new_tokens=3)
+
+
+def _screen_twice(e):
+    search = e.search()
+    screen_features(e.tm, e.sae, search, _SCREEN, _SHORT, progress=False, path=e.tmp / "s")
+    screen_features(e.tm, e.sae, search, _SCREEN.replace(n_samples=3), _SHORT, progress=False,
+                    path=e.tmp / "s")
 
 
 CASES = [
@@ -229,6 +240,21 @@ CASES = [
     Case("rescore-text-without-tokenizer", "`rescore(model, sae, ['some text'], f)` on a model without a tokenizer",
          lambda e: rescore(e.m, e.sae, ["some text"], 1),
          r"this model has no tokenizer: pass token tensors", "pass token tensors"),
+    # -- the screen of what steers --------------------------------------------------------
+    Case("screen-feature-out-of-range", "`screen_features(model, sae, search, features=[99])` on an 8-feature SAE",
+         lambda e: screen_features(e.tm, e.sae, e.search(), _SCREEN, _SHORT, features=[99],
+                                   progress=False, path=e.tmp / "s"),
+         r"feature 99 is out of range: this SAE has 8 features \(0\.\.7\)", "pick features in 0..d_sae-1"),
+    Case("screen-scale-not-positive", "`ScreenConfig(scales=(0.0, 0.5))`",
+         lambda e: ScreenConfig(scales=(0.0, 0.5)),
+         r"scales must be positive multiples of the residual norm, got \(0\.0, 0\.5\)",
+         "relative scales such as (0.35, 0.5)"),
+    Case("screen-same-seeds", "`ScreenConfig(seed=3, confirm_seed=3)`",
+         lambda e: ScreenConfig(seed=3, confirm_seed=3),
+         r"seed and confirm_seed must differ: confirmation uses fresh seeds", "use two different seeds"),
+    Case("screen-path-holds-another", "`screen_features(..., path=dir)` where `dir` holds a screen with other settings",
+         lambda e: _screen_twice(e), r"holds a screen with other settings or candidates; pass another "
+         r"path= or remove it", "pass another `path=`, or remove the old screen"),
     # -- rendering -----------------------------------------------------------------------
     Case("render-length-mismatch", "`render_html(['a', 'b', 'c'], [1.0, 2.0], 2.0)`",
          lambda e: render_html(["a", "b", "c"], [1.0, 2.0], 2.0),
