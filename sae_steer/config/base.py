@@ -70,6 +70,19 @@ def is_integer(value: Any) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
+def require_positive_integers(cfg: Any, names: tuple[str, ...]) -> None:
+    """Each named field of ``cfg`` is a positive integer, or a ValueError naming it."""
+    for name in names:
+        value = getattr(cfg, name)
+        require(is_integer(value) and value > 0, f"{name} must be a positive integer, got {value!r}")
+
+
+def require_integers(cfg: Any, names: tuple[str, ...]) -> None:
+    """Each named field of ``cfg`` is an integer (a seed), or a ValueError naming it."""
+    for name in names:
+        require(is_integer(getattr(cfg, name)), f"{name} must be an integer, got {getattr(cfg, name)!r}")
+
+
 def check_number(value: Any, name: str) -> float:
     """``value`` as a finite float, or a ValueError naming ``name``."""
     try:

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from sae_steer.config.base import StageConfig, check_number, is_integer, require
+from sae_steer.config.base import (StageConfig, check_number, require, require_integers,
+                                   require_positive_integers)
 
 
 @dataclasses.dataclass
@@ -41,12 +42,7 @@ class ScreenConfig(StageConfig):
         require(len(self.scales) > 0, "scales is empty: give relative scales such as [0.35, 0.5]")
         require(all(s > 0 for s in self.scales),
                 f"scales must be positive multiples of the residual norm, got {self.scales}")
-        for name in ("n_samples", "n_confirm", "n_final", "n_words"):
-            value = getattr(self, name)
-            require(is_integer(value) and value > 0,
-                    f"{name} must be a positive integer, got {value!r}")
-        for name in ("seed", "confirm_seed"):
-            require(is_integer(getattr(self, name)),
-                    f"{name} must be an integer, got {getattr(self, name)!r}")
+        require_positive_integers(self, ("n_samples", "n_confirm", "n_final", "n_words"))
+        require_integers(self, ("seed", "confirm_seed"))
         require(self.seed != self.confirm_seed,
                 "seed and confirm_seed must differ: confirmation uses fresh seeds")

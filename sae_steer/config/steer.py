@@ -5,7 +5,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from sae_steer.config.base import StageConfig, check_number, is_integer, replace_config, require
+from sae_steer.config.base import (StageConfig, check_number, is_integer, replace_config, require,
+                                   require_integers, require_positive_integers)
 from sae_steer.config.rules import COST_BUDGET, LIFT_TARGET
 
 
@@ -63,10 +64,7 @@ class SteerConfig(StageConfig):
     def __post_init__(self) -> None:
         if hasattr(self.prompt, "tolist"):  # a tensor or array of ids: keep JSON-able ids
             self.prompt = self.prompt.tolist()
-        for name in ("max_new_tokens", "n_samples"):
-            value = getattr(self, name)
-            require(is_integer(value) and value > 0,
-                     f"{name} must be a positive integer, got {value!r}")
+        require_positive_integers(self, ("max_new_tokens", "n_samples"))
         require(is_integer(self.seed),
                  f"seed must be an integer (e.g. 0), got {type(self.seed).__name__} {self.seed!r}")
         if check_number(self.temperature, "temperature") < 0:  # refuses "hot", NaN and inf too
@@ -127,13 +125,8 @@ class ChooseConfig(StageConfig):
     def __post_init__(self) -> None:
         self.scales = tuple(check_number(x, "scale") for x in self.scales)
         require(len(self.scales) > 0, "scales is empty: give a list such as [0.3, 0.5, 0.7]")
-        for name in ("n_candidates", "n_effect_texts", "n_select", "n_final"):
-            value = getattr(self, name)
-            require(is_integer(value) and value > 0,
-                     f"{name} must be a positive integer, got {value!r}")
-        for name in ("select_seed", "final_seed"):
-            require(is_integer(getattr(self, name)),
-                     f"{name} must be an integer, got {getattr(self, name)!r}")
+        require_positive_integers(self, ("n_candidates", "n_effect_texts", "n_select", "n_final"))
+        require_integers(self, ("select_seed", "final_seed"))
         for name in ("candidate_scale", "target", "cost_budget", "select_margin"):
             check_number(getattr(self, name), name)
         require(self.select_seed != self.final_seed,
