@@ -40,7 +40,9 @@ class ScoredRows:
 def rows_per_batch(model: HookedTransformer, max_len: int) -> int:
     """How many rows of ``max_len`` tokens one batch takes on the model's device."""
     budget = LOGIT_BUDGET.get(torch.device(model.cfg.device).type, LOGIT_BUDGET["cpu"])
-    return max(1, budget // (max_len * model.cfg.d_vocab_out))
+    vocab = getattr(model.cfg, "d_vocab_out", -1)  # logits are [..., vocab]
+    vocab = vocab if vocab > 0 else model.cfg.d_vocab
+    return max(1, budget // (max_len * vocab))
 
 
 def pad_right(rows: Sequence[Tensor], fill: int = 0) -> Tensor:
