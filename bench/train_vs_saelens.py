@@ -4,7 +4,7 @@ side's own recipe run by its own trainer.
     python bench/train_vs_saelens.py            # full: d_sae 10,000, 1,048,576 tokens per side
     python bench/train_vs_saelens.py --quick    # smoke run (CI): d_sae 1,024, < 1 minute
     python bench/train_vs_saelens.py --tokens 524288   # a smaller budget (say so when quoting)
-    # the README's run (67 min on 2 CPU cores): both sides' relu at held-out L0 30
+    # docs/benchmarks.md's run (67 min on 2 CPU cores): both sides' relu at held-out L0 30
     python bench/train_vs_saelens.py --calibrate-l0 30 --l1-ours 3.97 --l1-saelens 3.97
 
 **Data** (identical batches for both sides: batch i is generated from seed (seed, i)). A

@@ -211,7 +211,7 @@ _SMALL_RECIPE = dict(n_steps=1500, batch_size=1024, lr=1e-3, lr_warmup_steps=50,
                      model_batch_size=64, buffer_batches=16, log_every=100,
                      eval_sequences=32, checkpoint_every=500, seed=0,
                      # the recipe as measured: texts cut at 128 tokens (747 of the 25,000 are
-                     # longer), streamed once; the README's figures are of this SAE
+                     # longer), streamed once; docs/results.md's figures are of this SAE
                      long_texts="truncate", store="stream")
 
 REFERENCE_PRESETS: dict[str, dict] = {
