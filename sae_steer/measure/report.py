@@ -128,10 +128,16 @@ def _json_safe(row: dict[str, Any]) -> dict[str, Any]:
             for k, v in row.items()}
 
 
-def steering_norm(sae: Any, gen: Generation) -> float:
-    """Norm of the vector ``gen`` was steered with (one feature, decoder-row): what a
-    control must match."""
-    return abs(gen.scale) * float(sae.W_dec[gen.feature].detach().float().norm())
+def steering_norm(sae: Any, feature: int, scale: float) -> float:
+    """Norm of the vector feature ``feature`` steers with at absolute ``scale`` (decoder
+    row): what a control must match."""
+    return abs(scale) * float(sae.W_dec[feature].detach().float().norm())
+
+
+def random_seed(cfg: SteerConfig, feature: int) -> int:
+    """The random control's seed for ``feature`` under ``cfg``: fixed per (seed, feature), so
+    every report of that feature on those seeds meets the same direction."""
+    return cfg.seed * 7919 + feature
 
 
 def direction_control(model: HookedTransformer, sae: Any, gen: Generation, cfg: SteerConfig,
@@ -140,16 +146,15 @@ def direction_control(model: HookedTransformer, sae: Any, gen: Generation, cfg: 
     """Sample with ``direction`` (any norm: it is rescaled) at the norm of ``gen``'s steering
     vector, with the seeds and positions of ``cfg`` (the settings ``gen`` was drawn with),
     and measure it against ``base``."""
-    norm = steering_norm(sae, gen)
+    norm = steering_norm(sae, gen.feature, gen.scale)
     pushed = generate_along(model, check_sae_fits(model, sae.cfg), direction, norm, cfg)
     side = side_stats(model, sae, pushed, features, concept, cfg.fire_threshold)
     return Control(norm, seed, side, compare(side, base), kind)
 
 
 def random_direction(cfg: SteerConfig, feature: int, d_model: int) -> tuple[int, Tensor]:
-    """The random control's seed and direction for ``feature`` under ``cfg``: fixed per
-    (seed, feature), so every report of that feature on those seeds meets the same one."""
-    seed = cfg.seed * 7919 + feature
+    """The random control's seed (``random_seed``) and direction for ``feature``."""
+    seed = random_seed(cfg, feature)
     return seed, torch.randn(d_model, generator=torch.Generator().manual_seed(seed))
 
 
@@ -188,7 +193,7 @@ def steering_reports(
     vectors = [a * steering_direction(sae, f, cfg.mode).float() for (f, _), a in zip(items, scales)]
     if control:
         for (f, _), a in zip(items, scales):
-            norm = abs(a) * float(sae.W_dec[f].detach().float().norm())
+            norm = steering_norm(sae, f, a)
             direction = random_direction(cfg, f, sae.W_dec.shape[1])[1]
             vectors.append(float(norm) * (direction / direction.norm().clamp(min=1e-12)))
     n = len(base.seeds)
@@ -223,8 +228,8 @@ def _report(model: HookedTransformer, sae: Any, gen: Generation, base: Generatio
         ctrl = random_control(model, sae, gen, cfg, features, concept, u)
     elif control:
         side = side_stats(model, sae, control, features, concept, cfg.fire_threshold)
-        seed = random_direction(cfg, gen.feature, 0)[0]
-        ctrl = Control(steering_norm(sae, gen), seed, side, compare(side, u), "random")
+        ctrl = Control(steering_norm(sae, gen.feature, gen.scale), random_seed(cfg, gen.feature),
+                       side, compare(side, u), "random")
     return SteeringReport(gen.feature, gen.scale, cfg.mode,
                           concept.name if concept is not None else None, s, u, compare(s, u),
                           ctrl, (gen, base), cfg)
