@@ -144,7 +144,7 @@ class TimedBatches:
 def run_ours(arch: str, data: TimedBatches, args, steps: int):
     torch.manual_seed(0)
     sae = SAE(SAEConfig(d_in=D_IN, d_sae=args.d_sae, architecture=arch,
-                        k=K if arch == "topk" else None, device="cpu"))
+                        k=K if arch == "topk" else None, device="cpu"), seed=0)
     cfg = TrainConfig(
         n_steps=steps, batch_size=args.batch, lr=args.lr, adam_beta1=0.9, adam_beta2=0.999,
         lr_warmup_steps=steps // 20, lr_decay_steps=steps // 5, l1_coefficient=args.l1_ours,

@@ -17,8 +17,10 @@ Knows only torch (+ safetensors via io.py): no language-model code here.
 """
 from __future__ import annotations
 
+import contextlib
 import numbers
 import os
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -62,24 +64,51 @@ def feature_index(i: Any, d_sae: int) -> int:
     return i
 
 
+@contextlib.contextmanager
+def _seeded(seed: int | None, device: torch.device) -> Iterator[None]:
+    """Draw from torch's global RNG seeded with ``seed``, restoring the caller's state after
+    (CPU, and every CUDA device when drawing on one); ``None``: the global RNG as it is."""
+    if seed is None:
+        yield
+        return
+    cuda = list(range(torch.cuda.device_count())) if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda):
+        torch.manual_seed(seed)
+        yield
+
+
 class SAE(nn.Module):
     """A ReLU or TopK sparse autoencoder built from an :class:`SAEConfig`."""
 
-    def __init__(self, cfg: SAEConfig):
+    def __init__(self, cfg: SAEConfig, *, seed: int | None = None):
+        """``seed=None`` draws the initial weights from torch's global RNG (as ``nn.Linear``
+        does); ``seed=s`` gives the weights ``torch.manual_seed(s); SAE(cfg)`` would, and
+        leaves the caller's RNG as it was. Every trainer builds its SAE this way."""
         super().__init__()
         self.cfg = cfg
         device = torch.device(cfg.device or _default_device())
         dtype = _DTYPES[cfg.dtype]
-        # Unit-norm decoder rows, encoder tied to the decoder's transpose at init, so
-        # each feature starts by detecting its own direction. For relu this overshoots
-        # at first (half the features fire: x_hat ~ (d_sae / 2 d_in) x), but scaling the
-        # encoder down to fix that made training worse: Adam moves every weight by ~lr
-        # per step whatever its size, so a small encoder is shoved around by the first
-        # steps (bench data, lr 1e-3, 6 steps: scale 1 -> EV 0.46 at L0 313; scale
-        # 2 d_in / d_sae -> EV -0.35 with L0 collapsing to 75).
-        W_dec = torch.randn(cfg.d_sae, cfg.d_in, device=device, dtype=torch.float32)
+        # Unit-norm decoder rows, encoder tied to the decoder's transpose, so each feature
+        # starts by detecting its own direction. For relu the tied encoder overshoots (half
+        # the features fire on any input: x_hat ~ (d_sae / 2 d_in) x), so it is shrunk by
+        # 2 d_in / d_sae. Two measurements disagree on that shrink:
+        # - 6 steps (bench data, lr 1e-3): EV -0.35 with L0 collapsing to 75 shrunk, 0.46 at
+        #   L0 313 not. Adam moves every weight by ~lr per step whatever its size, so the
+        #   first steps shove a small encoder around;
+        # - 1500 steps (the offline world's reference recipe, toystories/small): EV 0.877 at
+        #   L0 10.5 and CE increase 0.10 nats shrunk, 0.783 at L0 19.3 and 0.35 not.
+        # The long run decides: the first steps' dip is gone long before any run worth
+        # using ends, while the unshrunk start still costs at the end, in both EV and L0.
+        # topk is not shrunk: only k features fire, so it has no such overshoot.
+        with _seeded(seed, device):
+            W_dec = torch.randn(cfg.d_sae, cfg.d_in, device=device, dtype=torch.float32)
         W_dec /= W_dec.norm(dim=1, keepdim=True)
-        self.W_enc = nn.Parameter(W_dec.T.contiguous().to(dtype))
+        # a copy even where W_dec.T is already contiguous (d_in == 1): two parameters must
+        # not share storage
+        W_enc = W_dec.T.clone(memory_format=torch.contiguous_format).to(dtype)
+        if cfg.architecture == "relu":  # in the parameter dtype, as the cached SAEs were
+            W_enc.mul_(min(1.0, 2 * cfg.d_in / cfg.d_sae))
+        self.W_enc = nn.Parameter(W_enc)
         self.b_enc = nn.Parameter(torch.zeros(cfg.d_sae, device=device, dtype=dtype))
         self.W_dec = nn.Parameter(W_dec.to(dtype))
         self.b_dec = nn.Parameter(torch.zeros(cfg.d_in, device=device, dtype=dtype))

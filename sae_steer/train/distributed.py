@@ -9,6 +9,8 @@ or, from Python inside processes that already called ``dist.init_process_group``
 - ``cfg.batch_size`` is the *global* batch (tokens per optimiser step); each of the N ranks
   reads its own shard, ``batch_size // N`` rows per step (``shard_batches`` cuts a global
   stream that way; the CLI reads only its rows of a memory-mapped ``.npy``).
+- the training step and the metrics row are ``loop._step`` and ``loop._log`` themselves,
+  given ``_Ranks`` (``collectives.Collectives`` over torch.distributed, forward via DDP);
 - gradients are averaged by DDP, so each rank takes the step a single process would take
   on the concatenated global batch (equal within float tolerance: the test checks it);
 - the input scale, the NaN checks, the dead-feature bookkeeping (``fired`` is OR-ed over
@@ -17,12 +19,11 @@ or, from Python inside processes that already called ``dist.init_process_group``
 - only rank 0 writes checkpoints (atomically, ``checkpoint.save_training``); resuming,
   every rank loads the checkpoint rank 0 names (a shared file system is assumed) and skips
   the batches its shard already gave.
-
-``loop.train`` (one process) is untouched; this module reuses its pieces.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import os
 import time
@@ -39,15 +40,8 @@ from sae_steer.config import SAEConfig, TrainConfig
 from sae_steer.sae import SAE, TrainStepOutput
 from sae_steer.train import checkpoint
 from sae_steer.train.checkpoint import TrainState
-from sae_steer.train.loop import (
-    EvalFn,
-    TrainResult,
-    _fail,
-    _finish,
-    _reconstructor,
-    resample_dead,
-    schedules,
-)
+from sae_steer.train.collectives import Collectives
+from sae_steer.train.loop import EvalFn, TrainResult, _finish, _log, _step
 
 
 class _TrainingForward(nn.Module):
@@ -57,11 +51,34 @@ class _TrainingForward(nn.Module):
         super().__init__()
         self.sae = sae
 
-    def forward(self, x: Tensor, l1: float, dead_mask: Tensor | None,
-                aux_k_coefficient: float) -> tuple[Tensor, TrainStepOutput]:
-        out = self.sae.training_forward(x, l1_coefficient=l1, dead_mask=dead_mask,
-                                        aux_k_coefficient=aux_k_coefficient)
-        return out.loss, out
+    def forward(self, x: Tensor, **kwargs) -> tuple[Tensor, TrainStepOutput]:
+        out = self.sae.training_forward(x, **kwargs)
+        return out.loss, out  # the loss as a plain output, which DDP's backward hooks see
+
+
+class _Ranks(Collectives):
+    """``loop``'s collectives over ``dist``'s ranks, and the forward through DDP."""
+
+    def __init__(self, model: DistributedDataParallel):
+        self.model, self.world = model, dist.get_world_size()
+
+    def forward(self, sae: SAE, x: Tensor, **kwargs) -> TrainStepOutput:
+        loss, out = self.model(x, **kwargs)  # self.model wraps this very sae
+        return dataclasses.replace(out, loss=loss)
+
+    def all_sum(self, t: Tensor) -> Tensor:
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+        return t
+
+    def all_max(self, t: Tensor) -> Tensor:
+        work = t.to(torch.long) if t.dtype == torch.bool else t  # no backend reduces bools
+        dist.all_reduce(work, op=dist.ReduceOp.MAX)
+        return work.to(t.dtype)
+
+    def gather(self, x: Tensor) -> Tensor:
+        parts = [torch.empty_like(x) for _ in range(self.world)]
+        dist.all_gather(parts, x.contiguous())
+        return torch.cat(parts)
 
 
 def shard_batches(batches: Iterable[Tensor], rank: int, world_size: int) -> Iterator[Tensor]:
@@ -72,11 +89,6 @@ def shard_batches(batches: Iterable[Tensor], rank: int, world_size: int) -> Iter
                              f"{world_size} equal shards")
         b = len(x) // world_size
         yield x[rank * b:(rank + 1) * b]
-
-
-def _all_sum(t: Tensor) -> Tensor:
-    dist.all_reduce(t, op=dist.ReduceOp.SUM)
-    return t
 
 
 def train_distributed(sae: SAE, batches: Iterable[Tensor], cfg: TrainConfig, *,
@@ -96,7 +108,7 @@ def train_distributed(sae: SAE, batches: Iterable[Tensor], cfg: TrainConfig, *,
     if resume and checkpoint_dir is None:
         raise ValueError("resume=True needs checkpoint_dir (where the checkpoints are)")
     cfg = cfg.resolved(sae.d_sae)  # auto lr and schedules, the same on every rank
-    model = DistributedDataParallel(_TrainingForward(sae))
+    comm = _Ranks(DistributedDataParallel(_TrainingForward(sae)))
     optimizer = torch.optim.Adam(sae.parameters(), lr=cfg.lr,
                                  betas=(cfg.adam_beta1, cfg.adam_beta2))
     state = TrainState.fresh(sae, cfg.seed)
@@ -109,11 +121,11 @@ def train_distributed(sae: SAE, batches: Iterable[Tensor], cfg: TrainConfig, *,
     stream = itertools.islice(iter(batches), start_step, None)
     while state.step < cfg.n_steps:
         x = next(stream, None)
-        if not _all_sum(torch.tensor([x is None], dtype=torch.long, device=sae.device)).item() == 0:
+        if comm.all_sum(torch.tensor([x is None], dtype=torch.long, device=sae.device)).item():
             break  # some rank's shard ran out: all stop at the same step
-        out, x = _step(model, sae, optimizer, x, state, cfg, checkpoint_dir, world)
+        out, x = _step(sae, optimizer, x, state, cfg, checkpoint_dir, comm)
         if state.step % cfg.log_every == 0 or state.step == cfg.n_steps:
-            _log(sae, out, x, state, cfg, eval_fn if rank == 0 else None)
+            _log(sae, out, x, state, cfg, eval_fn if rank == 0 else None, comm)
         if checkpoint_dir is not None and (
                 state.step == cfg.n_steps or
                 (cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0)):
@@ -123,79 +135,6 @@ def train_distributed(sae: SAE, batches: Iterable[Tensor], cfg: TrainConfig, *,
     _finish(sae, state)
     return TrainResult(sae, state.history, state.step, time.perf_counter() - start,
                        state.scale or 1.0, start_step)
-
-
-def _step(model: DistributedDataParallel, sae: SAE, optimizer: torch.optim.Optimizer,
-          x: Tensor, state: TrainState, cfg: TrainConfig, checkpoint_dir,
-          world: int) -> tuple[TrainStepOutput, Tensor]:
-    x = x.to(sae.device, sae.dtype)
-    if state.scale is None:  # mean ||x||^2 over the global first batch (equal shards)
-        mean_sq = _all_sum(x.pow(2).sum(-1).mean().double().reshape(1)).item() / world
-        state.scale = (x.shape[-1] / mean_sq) ** 0.5 if cfg.normalize_activations and \
-            mean_sq > 0 else 1.0
-    x = x * state.scale
-    lr, l1 = schedules(state.step, cfg)
-    for group in optimizer.param_groups:
-        group["lr"] = lr
-    topk = sae.cfg.architecture == "topk"
-    loss, out = model(x, l1, state.steps_since_fired >= cfg.dead_after_steps if topk else None,
-                      cfg.aux_k_coefficient if topk else 0.0)
-    bad = _all_sum(torch.tensor([not torch.isfinite(x).all(), not torch.isfinite(loss)],
-                                dtype=torch.long, device=x.device))
-    if bad[0] or bad[1]:
-        _fail("activations" if bad[0] else "loss", state, checkpoint_dir)
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()  # DDP averages the gradients over the ranks
-    optimizer.step()
-    sae.normalize_decoder_()
-    fired = out.fired.to(torch.long)
-    dist.all_reduce(fired, op=dist.ReduceOp.MAX)  # fired anywhere counts as fired
-    out.fired = fired.bool()
-    state.steps_since_fired += 1
-    state.steps_since_fired[out.fired] = 0
-    state.step += 1
-    if (not topk and cfg.resample_every and state.step % cfg.resample_every == 0
-            and state.step <= cfg.n_steps - cfg.lr_decay_steps):
-        dead = state.steps_since_fired >= cfg.dead_after_steps
-        resample_dead(sae, optimizer, _gather(x, world), dead, state.generator)
-        state.steps_since_fired[dead] = 0
-    return out, x
-
-
-def _gather(x: Tensor, world: int) -> Tensor:
-    parts = [torch.empty_like(x) for _ in range(world)]
-    dist.all_gather(parts, x.contiguous())
-    return torch.cat(parts)
-
-
-@torch.no_grad()
-def _log(sae: SAE, out: TrainStepOutput, x: Tensor, state: TrainState, cfg: TrainConfig,
-         eval_fn: EvalFn | None) -> None:
-    """``loop._log``'s row, every sum taken over all ranks' shards (the global batch)."""
-    lr, l1 = schedules(state.step - 1, cfg)
-    x64, x_hat = x.double(), out.x_hat.double()
-    n = len(x)
-    sums = _all_sum(torch.cat([
-        torch.stack([out.loss.detach().double() * n, out.mse_loss.double() * n,
-                     out.l0.double() * n, (x64 - x_hat).pow(2).sum(), x64.pow(2).sum(),
-                     torch.tensor(float(n), dtype=torch.float64, device=x.device)]),
-        x64.sum(0), (sae.encode(x) > 0).double().sum(0)]))
-    total_n = sums[5].item()
-    mean = sums[6:6 + sae.d_in] / total_n
-    total_var = sums[4] - total_n * mean.pow(2).sum()
-    freq = (sums[6 + sae.d_in:] / total_n).float()
-    state.freq_sum += freq
-    row = {"step": state.step, "tokens": state.step * cfg.batch_size, "lr": lr,
-           "l1_coefficient": l1, "loss": sums[0].item() / total_n,
-           "mse": sums[1].item() / total_n,
-           "explained_variance": (1 - sums[3] / total_var).item() if total_var > 0 else
-           float("nan"),
-           "l0": sums[2].item() / total_n,
-           "dead_fraction": (state.steps_since_fired >= cfg.dead_after_steps).float().mean().item(),
-           "dense_fraction": (freq > cfg.dense_threshold).float().mean().item()}
-    if eval_fn is not None:
-        row.update(eval_fn(_reconstructor(sae, state.scale or 1.0)))
-    state.history.append(row)
 
 
 # ---- the torchrun entry point --------------------------------------------------------------
@@ -243,9 +182,8 @@ def main(argv: list[str] | None = None) -> None:
         cfg = cfg.replace(**{k: v for k, v in (("n_steps", args.steps),
                                                ("batch_size", args.batch_size)) if v})
         d_in = int(np.load(args.activations, mmap_mode="r").shape[1])
-        torch.manual_seed(cfg.seed)
         sae = SAE(SAEConfig(d_in=d_in, d_sae=args.d_sae, architecture=args.architecture,
-                            k=args.k, dtype=args.dtype, device=device))
+                            k=args.k, dtype=args.dtype, device=device), seed=cfg.seed)
         result = train_distributed(sae, npy_shard(args.activations, cfg.batch_size, rank,
                                                   world, cfg.seed),
                                    cfg, checkpoint_dir=args.checkpoint_dir, resume=args.resume)

@@ -11,6 +11,9 @@ Resuming replays the same iterator and skips the batches already consumed, so wi
 same seed the resumed weights are bit-identical (on CPU) to an uninterrupted run's.
 The model-dependent CE-loss metric arrives as ``eval_fn`` (see ``pipeline.py``); what a
 checkpoint holds is ``checkpoint.py``'s business; the curves are drawn by ``ui.plots``.
+``_step`` and ``_log`` are the only training step and metrics row: they take
+``collectives.Collectives``, which in one process does nothing and under
+``distributed.py`` reduces over the ranks.
 """
 from __future__ import annotations
 
@@ -31,6 +34,7 @@ from sae_steer.config import TrainConfig
 from sae_steer.sae import SAE, TrainStepOutput
 from sae_steer.train import checkpoint
 from sae_steer.train.checkpoint import TrainState
+from sae_steer.train.collectives import ONE_PROCESS, Collectives
 
 Reconstruct = Callable[[Tensor], Tensor]
 EvalFn = Callable[[Reconstruct], dict[str, float]]
@@ -162,40 +166,42 @@ def schedules(step: int, cfg: TrainConfig) -> tuple[float, float]:
 
 
 def _step(sae: SAE, optimizer: torch.optim.Optimizer, x: Tensor, state: TrainState,
-          cfg: TrainConfig, checkpoint_dir) -> tuple[TrainStepOutput, Tensor]:
+          cfg: TrainConfig, checkpoint_dir, comm: Collectives = ONE_PROCESS
+          ) -> tuple[TrainStepOutput, Tensor]:
     x = x.to(sae.device, sae.dtype)
-    if not torch.isfinite(x).all():
-        _fail("activations", state, checkpoint_dir)
     if state.scale is None:  # first batch: pick the scale giving mean ||x||^2 = d_in
-        state.scale = _input_scale(x) if cfg.normalize_activations else 1.0
+        state.scale = _input_scale(x, comm) if cfg.normalize_activations else 1.0
     x = x * state.scale
     lr, l1 = schedules(state.step, cfg)
     for group in optimizer.param_groups:
         group["lr"] = lr
     topk = sae.cfg.architecture == "topk"
-    out = sae.training_forward(
-        x, l1_coefficient=l1,
+    out = comm.forward(
+        sae, x, l1_coefficient=l1,
         dead_mask=state.steps_since_fired >= cfg.dead_after_steps if topk else None,
         aux_k_coefficient=cfg.aux_k_coefficient if topk else 0.0)
-    if not torch.isfinite(out.loss):
-        _fail("loss", state, checkpoint_dir)
+    # both checks in one host sync (and one reduction over ranks), before any weight moves
+    bad = comm.all_sum(torch.stack([~torch.isfinite(x).all(), ~torch.isfinite(out.loss)]).long())
+    if bad.any():
+        _fail("activations" if bad[0] else "loss", state, checkpoint_dir)
     optimizer.zero_grad(set_to_none=True)
     out.loss.backward()
     optimizer.step()
     sae.normalize_decoder_()  # unit rows, so L1 and steering scales compare across features
     state.steps_since_fired += 1
-    state.steps_since_fired[out.fired] = 0
+    state.steps_since_fired.masked_fill_(comm.all_max(out.fired), 0)  # fired on any rank
     state.step += 1
     if (not topk and cfg.resample_every and state.step % cfg.resample_every == 0
             and state.step <= cfg.n_steps - cfg.lr_decay_steps):
-        resample_dead(sae, optimizer, x, state.steps_since_fired >= cfg.dead_after_steps,
-                      state.generator)
-        state.steps_since_fired[state.steps_since_fired >= cfg.dead_after_steps] = 0
+        dead = state.steps_since_fired >= cfg.dead_after_steps
+        # on the global batch, with the generator every rank shares: ranks resample alike
+        resample_dead(sae, optimizer, comm.gather(x), dead, state.generator)
+        state.steps_since_fired.masked_fill_(dead, 0)
     return out, x
 
 
-def _input_scale(x: Tensor) -> float:
-    mean_sq = x.pow(2).sum(-1).mean().item()
+def _input_scale(x: Tensor, comm: Collectives = ONE_PROCESS) -> float:
+    mean_sq = comm.mean(x.pow(2).sum(-1).mean().double()).item()
     return math.sqrt(x.shape[-1] / mean_sq) if mean_sq > 0 else 1.0
 
 
@@ -245,16 +251,22 @@ def resample_dead(sae: SAE, optimizer: torch.optim.Optimizer, x: Float[Tensor, "
 
 @torch.no_grad()
 def _log(sae: SAE, out: TrainStepOutput, x: Tensor, state: TrainState, cfg: TrainConfig,
-         eval_fn: EvalFn | None) -> dict[str, float]:
-    """Append one metrics row (on this step's batch, in the scaled space) and return it."""
+         eval_fn: EvalFn | None, comm: Collectives = ONE_PROCESS) -> dict[str, float]:
+    """Append one metrics row (on this step's batch, in the scaled space) and return it.
+    Across ranks each figure is of the global batch (the means are means of the ranks')."""
     lr, l1 = schedules(state.step - 1, cfg)
-    freq = (sae.encode(x) > 0).float().mean(0)
+    wide = torch.promote_types(out.loss.dtype, torch.float32)  # no rounding of any figure
+    means = comm.mean(torch.cat([  # one reduction for all of them
+        torch.stack([out.loss.detach(), out.mse_loss, out.l0]).to(wide),
+        (sae.encode(x) > 0).float().mean(0).to(wide)]))
+    loss, mse, l0 = means[:3].tolist()
+    freq = means[3:].float()
     state.freq_sum += freq
     row = {
         "step": state.step, "tokens": state.step * cfg.batch_size, "lr": lr,
-        "l1_coefficient": l1, "loss": out.loss.item(), "mse": out.mse_loss.item(),
-        "explained_variance": explained_variance(x, out.x_hat),
-        "l0": out.l0.item(),
+        "l1_coefficient": l1, "loss": loss, "mse": mse,
+        "explained_variance": explained_variance(x, out.x_hat, comm),
+        "l0": l0,
         "dead_fraction": (state.steps_since_fired >= cfg.dead_after_steps).float().mean().item(),
         "dense_fraction": (freq > cfg.dense_threshold).float().mean().item(),
     }
@@ -264,11 +276,14 @@ def _log(sae: SAE, out: TrainStepOutput, x: Tensor, state: TrainState, cfg: Trai
     return row
 
 
-def explained_variance(x: Float[Tensor, "batch d"], x_hat: Float[Tensor, "batch d"]) -> float:
-    """1 - SSE / total variance around the batch mean (not around zero, which flatters)."""
+def explained_variance(x: Float[Tensor, "batch d"], x_hat: Float[Tensor, "batch d"],
+                       comm: Collectives = ONE_PROCESS) -> float:
+    """1 - SSE / total variance around the batch mean (not around zero, which flatters);
+    with ``comm`` over ranks, of the global batch."""
     x, x_hat = x.float(), x_hat.float()
-    total = (x - x.mean(0)).pow(2).sum()
-    return (1 - (x - x_hat).pow(2).sum() / total).item() if total > 0 else float("nan")
+    mean = comm.mean(x.mean(0))
+    sse, total = comm.all_sum(torch.stack([(x - x_hat).pow(2).sum(), (x - mean).pow(2).sum()]))
+    return (1 - sse / total).item() if total > 0 else float("nan")
 
 
 def _reconstructor(sae: SAE, scale: float) -> Reconstruct:

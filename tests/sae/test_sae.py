@@ -100,6 +100,24 @@ def test_feature_direction_rejects_non_integers(bad):
         make_sae().feature_direction(bad)
 
 
+# ---- initialisation ------------------------------------------------------------------------
+@pytest.mark.parametrize("arch, d_sae, shrink", [("relu", 64, 0.25), ("relu", 16, 1.0),
+                                                 ("topk", 64, 1.0)])
+def test_init_ties_the_encoder_and_shrinks_it_for_relu(arch, d_sae, shrink):
+    """Unit decoder rows, W_enc = W_dec.T, shrunk by min(1, 2 d_in / d_sae) for relu only."""
+    sae = SAE(SAEConfig(d_in=8, d_sae=d_sae, architecture=arch, k=3 if arch == "topk" else None,
+                        device="cpu"), seed=0)
+    assert torch.allclose(sae.W_dec.norm(dim=1), torch.ones(d_sae), atol=1e-6)
+    assert torch.allclose(sae.W_enc, sae.W_dec.T * shrink)
+    assert not sae.b_enc.any() and not sae.b_dec.any()
+
+
+def test_init_parameters_never_share_storage():
+    sae = SAE(SAEConfig(d_in=1, d_sae=8, device="cpu"), seed=0)  # W_dec.T already contiguous
+    assert sae.W_enc.data_ptr() != sae.W_dec.data_ptr()
+    assert torch.allclose(sae.W_dec.abs(), torch.ones(8, 1))
+
+
 # ---- decoder normalisation ----------------------------------------------------------------
 @pytest.mark.parametrize("arch", ["relu", "topk"])
 def test_normalize_decoder_gives_unit_rows(arch):
