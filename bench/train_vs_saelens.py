@@ -1,10 +1,14 @@
 """SAE training, sae_steer vs SAELens, fair by construction: same data, same budget, each
-side's own recipe run by its own trainer.
+side's own recipe run by its own trainer, on any device.
 
-    python bench/train_vs_saelens.py            # full: d_sae 10,000, 1,048,576 tokens per side
+    python bench/train_vs_saelens.py            # d_sae 10,000; 2**20 tokens per side on a
+                                                # CPU, 2**23 on a GPU (--device cpu|cuda)
     python bench/train_vs_saelens.py --quick    # smoke run (CI): d_sae 1,024, < 1 minute
-    python bench/train_vs_saelens.py --tokens 524288   # a smaller budget (say so when quoting)
-    # docs/benchmarks.md's run (67 min on 2 CPU cores): both sides' relu at held-out L0 30
+    python bench/train_vs_saelens.py --long     # the CPU run that shows the long-run topk
+                                                # deficit first seen on a GPU (~40 min, 2 cores)
+    python bench/train_vs_saelens.py --tokens 104857600 --d-sae 65536   # 100 M tokens (GPU)
+    python bench/train_vs_saelens.py --options tf32 bfloat16   # + sae_steer's speed options
+    # docs/benchmarks.md's relu run (67 min on 2 CPU cores): both sides at held-out L0 30
     python bench/train_vs_saelens.py --calibrate-l0 30 --l1-ours 3.97 --l1-saelens 3.97
 
 **Data** (identical batches for both sides: batch i is generated from seed (seed, i)). A
@@ -14,27 +18,31 @@ exponent 1), c set so the expected number of firing features per token (true L0)
 a firing feature's magnitude is s * (1 + Exp(1)), with s chosen so that the mean squared
 norm of a token is d_in (so sae_steer's input normalisation is ~1 and both sides see the
 same scale); plus i.i.d. Gaussian noise of std 0.1 per dimension (about 1 % of the
-variance). Held-out evaluation set: 16,384 tokens (4,096 with --quick) from other seeds. The
+variance). Batches are drawn on the device the SAEs train on, kept for the next run while
+they fit in ``--keep-gb`` (a quarter of the free memory) and regenerated after that, so a
+100 M-token run needs no more memory than a short one. Held-out evaluation set: 65,536
+tokens (4,096 with --quick) from other seeds: at 16,384 the rarest true feature of a
+65,536-wide dictionary would fire less than once, and "dead" could not be read. The
 dictionary's seed (12345) differs from the SAEs' initialisation seed (0): with the same
 seed sae_steer's randn-initialised decoder would *be* the true dictionary.
 
 **Recipes** (each side's documented defaults, none tuned on this bench):
 
 - sae_steer: ``sae_steer.train.train`` with ``TrainConfig`` defaults except the shared
-  values below; its schedules scaled to the budget in the defaults' proportions (LR warm-up
-  5 % of steps, linear LR decay over the last 20 %, L1 warm-up 10 %, relu dead-feature
-  resampling every 25 %); its own initialisation (unit decoder rows, encoder = decoder^T)
-  and input normalisation (mean ||x||^2 = d_in).
+  values below (so a change to its defaults shows up here): its schedules, dead-feature
+  window, resampling, AuxK k, initialisation (``SAE(cfg, seed=0)``, the one every entry
+  point uses) and input normalisation (mean ||x||^2 = d_in).
 - SAELens 6.x: ``SAETrainer(SAETrainerConfig(...)).fit()`` with the schedule of its training
   tutorial (``tutorials/training_a_sparse_autoencoder.ipynb``: no LR warm-up, linear LR decay
-  over the last 20 % of steps, L1 warm-up over the first 5 %) and its defaults otherwise:
-  decoder_init_norm 0.1, normalize_activations "none", topk with
+  over the last 20 % of steps to lr / 10, L1 warm-up over the first 5 %) and its defaults
+  otherwise: dead_feature_window 1,000 steps, decoder_init_norm 0.1,
+  normalize_activations "none", topk with
   rescale_acts_by_decoder_norm=True and dense activations. (Without the L1 warm-up, its
   config default, its ReLU SAE at the L1 that L0 30 needs does not train on this data: at
   L1 10 and 14.5 it ended at the same L0 43 and EV -0.03.)
-- Shared (both expose them): Adam (torch.optim.Adam, not fused), lr ``--lr`` (4e-4),
-  betas (0.9, 0.999), batch 4096, dead-feature window (10 % of the steps, for both the
-  AuxK mask and the dead count), AuxK coefficient 1/32 (Gao et al.), k 32 for topk.
+- Shared (all that either side is given): the budget, batch 4096, Adam (torch.optim.Adam,
+  not fused) with lr ``--lr`` (4e-4) and betas (0.9, 0.999), AuxK coefficient 1/32 (Gao
+  et al.), k 32 for topk, the relu L1 coefficient.
   Gradient clipping on both: SAELens's trainer always clips the gradient norm to 1.0, so
   sae_steer's optimiser gets the same clip (an optimiser step pre-hook during its run).
 - Sparsity: relu L1 coefficients ``--l1-ours`` / ``--l1-saelens`` (printed). The same L1
@@ -47,8 +55,11 @@ seed sae_steer's randn-initialised decoder would *be* the true dictionary.
   points of that search. topk has k = 32 on both.
 
 **Timing**: the batch iterator stamps the time between handing a batch out and being
-asked for the next one: that is the trainer's step (data generation is not counted).
-tokens/s = batch / median step time over the steps after ``--warmup`` (5). The runs are
+asked for the next one, with the device synchronised at both stamps (on a GPU a clock read
+alone times kernel launches): that is the trainer's step (data generation is not counted).
+tokens/s = batch / median step time over the steps after ``--warmup`` (5 on a CPU, 20 on a
+GPU). ``--options tf32 bfloat16`` adds sae_steer runs with ``TrainConfig(tf32=True)`` and
+``SAEConfig(dtype="bfloat16")`` on the same batches, each with its EV gap. The runs are
 sequential, ordered sae_steer relu, SAELens relu, SAELens topk, sae_steer topk, so a slow
 drift of the machine's load hits both sides alike.
 
@@ -86,38 +97,61 @@ D_IN, TRUE_L0, NOISE, K, AUX_K_COEF = 768, 30.0, 0.1, 32, 1 / 32
 
 
 # ---- ground truth ------------------------------------------------------------------------
-class GroundTruth:
-    """A dictionary of unit directions with Zipf firing; ``batch(i)`` is deterministic."""
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work: on a GPU a clock read without this times kernel
+    launches, not the work they start."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
-    def __init__(self, n_true: int, seed: int = 0):
+
+class GroundTruth:
+    """A dictionary of unit directions with Zipf firing; ``batch(i)`` is deterministic.
+
+    The dictionary is drawn on the CPU (the same on every device); batches are drawn on
+    ``device`` from a generator seeded by (seed, i), so both sides read the same batch i.
+    Batches are kept while they fit in ``keep_bytes`` and regenerated after that, so a
+    100 M-token run needs no more memory than a short one.
+    """
+
+    def __init__(self, n_true: int, seed: int, device: torch.device, keep_bytes: int):
         g = torch.Generator().manual_seed(seed)
-        self.directions = torch.randn(n_true, D_IN, generator=g)
-        self.directions /= self.directions.norm(dim=1, keepdim=True)
+        directions = torch.randn(n_true, D_IN, generator=g)
+        self.directions = (directions / directions.norm(dim=1, keepdim=True)).to(device)
         weights = 1.0 / (torch.arange(n_true, dtype=torch.float64) + 10.0)
-        self.p = (weights * TRUE_L0 / weights.sum()).clamp(max=1.0).float()
+        self.p = (weights * TRUE_L0 / weights.sum()).clamp(max=1.0).float().to(device)
         # E||x||^2 = sum_i p_i E[m^2] + noise; E[(1 + Exp(1))^2] = 5.
         self.mag_scale = ((D_IN - D_IN * NOISE ** 2) / (5.0 * float(self.p.sum()))) ** 0.5
-        self.seed = seed
+        self.seed, self.device, self.keep_bytes = seed, device, keep_bytes
         self._kept: dict[tuple[int, int], torch.Tensor] = {}
+        self._kept_bytes = 0
 
     def batch(self, i: int, size: int) -> torch.Tensor:
-        # Kept: every run (and calibration probe) reads the same batches, and generating
-        # one costs about a second (1 M tokens at d_in 768 are 3.2 GB)
-        if (i, size) not in self._kept:
-            self._kept[i, size] = self._generate(i, size)
-        return self._kept[i, size]
+        if (i, size) in self._kept:
+            return self._kept[i, size]
+        x = self._generate(i, size)
+        if self._kept_bytes + x.numel() * x.element_size() <= self.keep_bytes:
+            self._kept[i, size] = x  # later runs and calibration probes read it again
+            self._kept_bytes += x.numel() * x.element_size()
+        return x
 
     def _generate(self, i: int, size: int) -> torch.Tensor:
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + i + 1)
-        fires = torch.rand(size, len(self.p), generator=g) < self.p
-        rows, cols = fires.nonzero(as_tuple=True)
-        mags = (1.0 + torch.empty(len(rows)).exponential_(1.0, generator=g)) * self.mag_scale
-        x = torch.zeros(size, D_IN).index_add_(0, rows, self.directions[cols] * mags[:, None])
-        return x + NOISE * torch.randn(size, D_IN, generator=g)
+        g = torch.Generator(self.device).manual_seed(self.seed * 1_000_003 + i + 1)
+        fires = torch.rand(size, len(self.p), generator=g, device=self.device) < self.p
+        rows, cols = fires.nonzero(as_tuple=True)  # row-major: already in CSR order
+        mags = (1.0 + torch.empty(len(rows), device=self.device).exponential_(
+            1.0, generator=g)) * self.mag_scale
+        row_offsets = torch.zeros(size + 1, dtype=torch.long, device=self.device)
+        torch.cumsum(torch.bincount(rows, minlength=size), 0, out=row_offsets[1:])
+        codes = torch.sparse_csr_tensor(row_offsets, cols, mags, (size, len(self.p)))
+        # a sparse matmul: ~30 directions per token (a dense one would cost 2 x size x
+        # n_true x d_in, and gathering the rows first builds a [size * 30, d_in] copy)
+        x = codes @ self.directions
+        return x + NOISE * torch.randn(size, D_IN, generator=g, device=self.device)
 
 
 class TimedBatches:
-    """Yields ``n`` batches; ``times`` holds, per batch, the seconds until the next request."""
+    """Yields ``n`` batches; ``times`` holds, per batch, the seconds until the next request,
+    read with the device synchronised at both ends (data generation is not counted)."""
 
     def __init__(self, truth: GroundTruth, n: int, size: int):
         self.truth, self.n, self.size, self.i = truth, n, size, 0
@@ -128,6 +162,7 @@ class TimedBatches:
         return self
 
     def __next__(self) -> torch.Tensor:
+        synchronize(self.truth.device)  # the step that used the last batch has finished
         now = time.perf_counter()
         if self._handed is not None:
             self.times.append(now - self._handed)
@@ -136,21 +171,27 @@ class TimedBatches:
             raise StopIteration
         x = self.truth.batch(self.i, self.size)
         self.i += 1
+        synchronize(self.truth.device)
         self._handed = time.perf_counter()
         return x
 
 
 # ---- the two sides -------------------------------------------------------------------------
-def run_ours(arch: str, data: TimedBatches, args, steps: int):
+# Each side gets only what the other also gets: budget, batch, lr, betas, the clip, the AuxK
+# coefficient, and L1 or k. Everything else is that side's own default (sae_steer's
+# TrainConfig and initialisation; SAELens's config defaults and its tutorial's schedule), so
+# a change to sae_steer's defaults shows up here.
+def run_ours(arch: str, data: TimedBatches, args, steps: int, option: str = "fp32"):
+    """``option``: ``fp32`` (the default), ``tf32`` (TrainConfig.tf32) or ``bfloat16``
+    (SAEConfig.dtype): sae_steer's own speed options, measured beside its fp32 row."""
     torch.manual_seed(0)
     sae = SAE(SAEConfig(d_in=D_IN, d_sae=args.d_sae, architecture=arch,
-                        k=K if arch == "topk" else None, device="cpu"), seed=0)
+                        k=K if arch == "topk" else None, device=str(args.device),
+                        dtype="bfloat16" if option == "bfloat16" else "float32"), seed=0)
     cfg = TrainConfig(
         n_steps=steps, batch_size=args.batch, lr=args.lr, adam_beta1=0.9, adam_beta2=0.999,
-        lr_warmup_steps=steps // 20, lr_decay_steps=steps // 5, l1_coefficient=args.l1_ours,
-        l1_warmup_steps=steps // 10, aux_k_coefficient=AUX_K_COEF,
-        dead_after_steps=args.dead_window, resample_every=max(steps // 4, 1),
-        log_every=max(steps, 1), eval_sequences=0)
+        l1_coefficient=args.l1_ours, aux_k_coefficient=AUX_K_COEF, tf32=option == "tf32",
+        log_every=max(steps, 1))  # one metrics row, at the end: logging is not training
 
     def clip(optimizer, *_):  # the same clip SAELens's trainer applies
         torch.nn.utils.clip_grad_norm_(
@@ -164,20 +205,21 @@ def run_ours(arch: str, data: TimedBatches, args, steps: int):
     return sae.encode, sae.decode, sae.W_dec.detach()
 
 
-def run_saelens(arch: str, data: TimedBatches, args, steps: int):
+def run_saelens(arch: str, data: TimedBatches, args, steps: int, option: str = "fp32"):
     torch.manual_seed(0)
+    device = str(args.device)
     if arch == "topk":
         sae = TopKTrainingSAE(TopKTrainingSAEConfig(
-            d_in=D_IN, d_sae=args.d_sae, k=K, aux_loss_coefficient=AUX_K_COEF, device="cpu"))
+            d_in=D_IN, d_sae=args.d_sae, k=K, aux_loss_coefficient=AUX_K_COEF, device=device))
     else:
         sae = StandardTrainingSAE(StandardTrainingSAEConfig(
             d_in=D_IN, d_sae=args.d_sae, l1_coefficient=args.l1_saelens,
-            l1_warm_up_steps=steps // 20, device="cpu"))
+            l1_warm_up_steps=steps // 20, device=device))
     cfg = SAETrainerConfig(
         total_training_samples=steps * args.batch, train_batch_size_samples=args.batch,
         lr=args.lr, lr_end=args.lr / 10, lr_decay_steps=steps // 5,
-        adam_beta1=0.9, adam_beta2=0.999, device="cpu",
-        dead_feature_window=args.dead_window, feature_sampling_window=max(steps, 1))
+        adam_beta1=0.9, adam_beta2=0.999, device=device,
+        feature_sampling_window=max(steps, 1))  # its logging window: log once
     SAETrainer(cfg, sae, data_provider=data).fit()
     sae.eval()
     return sae.encode, sae.decode, sae.W_dec.detach()
@@ -185,16 +227,26 @@ def run_saelens(arch: str, data: TimedBatches, args, steps: int):
 
 # ---- measuring -----------------------------------------------------------------------------
 @torch.no_grad()
-def quality(encode, decode, W_dec: torch.Tensor, held_out: torch.Tensor,
+def quality(encode, decode, W_dec: torch.Tensor, held_out: list[torch.Tensor],
             truth: GroundTruth) -> dict[str, float]:
-    feats = torch.cat([encode(chunk) for chunk in held_out.split(4096)])
-    x_hat = torch.cat([decode(chunk) for chunk in feats.split(4096)])
-    ev = 1 - (held_out - x_hat).pow(2).sum() / (held_out - held_out.mean(0)).pow(2).sum()
+    """EV, L0, dead fraction and recovery on the held-out batches, streamed chunk by chunk
+    (65,536 tokens x 65,536 features would be 17 GB of dense codes at once)."""
+    n = sum(len(x) for x in held_out)
+    mean = sum(x.double().sum(0) for x in held_out) / n
+    sse = total = l0 = 0.0
+    fired = torch.zeros(W_dec.shape[0], dtype=torch.bool, device=W_dec.device)
+    for x in held_out:
+        for chunk in x.split(2048):
+            feats = encode(chunk)
+            active = feats > 0
+            sse += float((chunk - decode(feats)).double().pow(2).sum())
+            total += float((chunk.double() - mean).pow(2).sum())
+            l0 += float(active.sum())
+            fired |= active.any(0)
     rows = W_dec.float() / W_dec.float().norm(dim=1, keepdim=True).clamp_min(1e-8)
     best = torch.cat([(truth.directions[i:i + 2048] @ rows.T).max(dim=1).values
                       for i in range(0, len(truth.directions), 2048)])
-    return {"ev": float(ev), "l0": float((feats > 0).sum(-1).float().mean()),
-            "dead": float(((feats > 0).sum(0) == 0).float().mean()),
+    return {"ev": 1 - sse / total, "l0": l0 / n, "dead": float((~fired).float().mean()),
             "recovery": float(best.mean())}
 
 
@@ -232,26 +284,38 @@ def calibrate_l1(side: str, truth, held_out, args, steps: int) -> dict[str, floa
     return out
 
 
-def bench(arch: str, side: str, truth, held_out, args, steps: int) -> dict[str, float]:
+def bench(arch: str, side: str, truth, held_out, args, steps: int,
+          option: str = "fp32") -> dict[str, float]:
     data = TimedBatches(truth, steps, args.batch)
     start = time.perf_counter()
     encode, decode, W_dec = (run_ours if side == "sae_steer" else run_saelens)(
-        arch, data, args, steps)
+        arch, data, args, steps, option)
     wall = time.perf_counter() - start
     timed = data.times[args.warmup:] or data.times
     out = quality(encode, decode, W_dec, held_out, truth)
     out.update(tok_s=args.batch / statistics.median(timed), steps=data.i, wall=wall)
+    side = side if option == "fp32" else f"{side} {option}"
     print(f"  {arch:5s} {side:9s} {out['tok_s']:9.0f} tok/s  EV {out['ev']:.3f}  "
           f"L0 {out['l0']:6.1f}  dead {out['dead']:.1%}  recovery {out['recovery']:.3f}  "
           f"({out['steps']} steps, {wall:.0f} s)", flush=True)
     return out
 
 
-def main() -> None:
+LONG = dict(d_sae=4096, tokens=2_621_440, arch="topk")
+"""``--long``: the CPU configuration that shows, on 2 cores in about 40 minutes, the
+deficit first measured on a GPU at 8-17 M tokens (see docs/benchmarks.md)."""
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--device", default=None,
+                   help="cuda or cpu (default: cuda when available)")
     p.add_argument("--quick", action="store_true", help="smoke run: small width, few steps")
-    p.add_argument("--tokens", type=int, default=None, help="tokens per side (full: 2**20)")
-    p.add_argument("--d-sae", type=int, default=None, help="SAE width (full: 10,000)")
+    p.add_argument("--long", action="store_true",
+                   help=f"the CPU configuration that shows the long-run deficit: {LONG}")
+    p.add_argument("--tokens", type=int, default=None,
+                   help="tokens per side (default 2**20 on CPU, 2**23 on a GPU)")
+    p.add_argument("--d-sae", type=int, default=None, help="SAE width (default 10,000)")
     p.add_argument("--n-true", type=int, default=None, help="true directions (= d_sae)")
     p.add_argument("--batch", type=int, default=4096)
     p.add_argument("--lr", type=float, default=4e-4)
@@ -262,43 +326,76 @@ def main() -> None:
     p.add_argument("--calib-tokens", type=int, default=None,
                    help="tokens per calibration probe (default: the whole budget)")
     p.add_argument("--calib-probes", type=int, default=4, help="most probes per side")
-    p.add_argument("--warmup", type=int, default=5, help="untimed first steps per run")
-    p.add_argument("--arch", choices=("relu", "topk", "both"), default="both")
+    p.add_argument("--held-out", type=int, default=None,
+                   help="held-out tokens (default 65,536; 4,096 with --quick)")
+    p.add_argument("--keep-gb", type=float, default=None,
+                   help="GB of batches kept for reuse; the rest are regenerated (default: a "
+                   "quarter of the device's free memory)")
+    p.add_argument("--warmup", type=int, default=None,
+                   help="untimed first steps per run (default 5 on CPU, 20 on a GPU)")
+    p.add_argument("--arch", choices=("relu", "topk", "both"), default=None,
+                   help="default: both (topk with --long)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
-    args = p.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    p.add_argument("--options", nargs="*", choices=("tf32", "bfloat16"), default=[],
+                   help="also run sae_steer with these speed options (TrainConfig.tf32, "
+                   "SAEConfig.dtype='bfloat16'), each reported beside its fp32 run")
+    args = p.parse_args(argv)
+    if args.quick and args.long:
+        p.error("--quick and --long are two different runs: pick one")
+    args.device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if args.device.type == "cuda" and not torch.cuda.is_available():
+        p.error("--device cuda: this torch sees no CUDA device")
+    if args.long:
+        for name, value in LONG.items():
+            if getattr(args, name) is None:
+                setattr(args, name, value)
+    gpu = args.device.type == "cuda"
+    args.arch = args.arch or "both"
     args.d_sae = args.d_sae or (1024 if args.quick else 10_000)
     args.n_true = args.n_true or args.d_sae
+    args.warmup = args.warmup if args.warmup is not None else (20 if gpu else 5)
     if args.quick:
         args.batch = min(args.batch, 1024)
         args.warmup = min(args.warmup, 2)
-    tokens = args.tokens or (16 * args.batch if args.quick else 2 ** 20)
+    args.tokens = args.tokens or (16 * args.batch if args.quick else 2 ** 23 if gpu else 2 ** 20)
+    args.held_out = args.held_out or (4096 if args.quick else 65_536)
+    if args.keep_gb is None:  # a quarter of the device's free memory (RAM on a CPU)
+        free = torch.cuda.mem_get_info(args.device)[0] if gpu else \
+            os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        args.keep_gb = free / 4 / 1e9
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    tokens = args.tokens
     steps = max(tokens // args.batch, args.warmup + 2)
-    args.dead_window = max(steps // 10, 2)
     warnings.filterwarnings("ignore")
-    truth = GroundTruth(args.n_true, seed=12345)  # not 0: the SAEs' init seed
-    held_out = torch.cat([truth.batch(10_000_000 + i, 4096)
-                          for i in range(1 if args.quick else 4)])
-    print(f"device cpu (no accelerator used: these are CPU figures), torch {torch.__version__},"
-          f" {torch.get_num_threads()} threads, {os.cpu_count()} cores, load average "
-          f"{os.getloadavg()[0]:.1f} at start")
+    truth = GroundTruth(args.n_true, seed=12345, device=args.device,  # not 0: the init seed
+                        keep_bytes=int(args.keep_gb * 1e9))
+    held_out = [truth._generate(10_000_000 + i, min(4096, args.held_out))
+                for i in range(max(args.held_out // 4096, 1))]  # never kept: seeds of its own
+    where = (f"cuda ({torch.cuda.get_device_name(args.device)})" if args.device.type == "cuda"
+             else f"cpu, {torch.get_num_threads()} threads, {os.cpu_count()} cores, load "
+             f"average {os.getloadavg()[0]:.1f} at start")
+    print(f"device {where}, torch {torch.__version__}")
     print(f"data: d_in {D_IN}, {args.n_true:,} true directions, true L0 "
           f"{float(truth.p.sum()):.1f}, noise std {NOISE}; SAE d_sae {args.d_sae:,}, batch "
-          f"{args.batch}, {steps} steps = {steps * args.batch:,} tokens per side; Adam lr "
-          f"{args.lr}, betas (0.9, 0.999), grad clip 1.0 on both; dead window "
-          f"{args.dead_window} steps; relu L1 sae_steer {args.l1_ours}, SAELens "
-          f"{args.l1_saelens}; topk k {K}, AuxK coefficient 1/32 on both")
+          f"{args.batch}, {steps} steps = {steps * args.batch:,} tokens per side; held-out "
+          f"{sum(len(x) for x in held_out):,} tokens; Adam lr {args.lr}, betas (0.9, 0.999), "
+          f"grad clip 1.0 on both; relu L1 sae_steer {args.l1_ours}, SAELens "
+          f"{args.l1_saelens}; topk k {K}, AuxK coefficient 1/32 on both; everything else "
+          "each side's default")
     archs = ("relu", "topk") if args.arch == "both" else (args.arch,)
     res: dict[tuple[str, str], dict[str, float]] = {}
     if args.calibrate_l0 and "relu" in archs:
         calib_steps = max((args.calib_tokens or tokens) // args.batch, args.warmup + 2)
-        args.dead_window = max(calib_steps // 10, 2)
         for side in ("sae_steer", "SAELens"):
             probe = calibrate_l1(side, truth, held_out, args, calib_steps)
             if calib_steps == steps:  # the accepted probe ran the whole budget: it is the run
                 res["relu", side] = probe
-        args.dead_window = max(steps // 10, 2)
         print(f"calibrated relu L1: sae_steer {args.l1_ours:.4g}, SAELens "
               f"{args.l1_saelens:.4g} (target L0 {args.calibrate_l0:g})", flush=True)
     order = [(a, s) for a in archs
@@ -306,17 +403,28 @@ def main() -> None:
     for arch, side in order:
         if (arch, side) not in res:
             res[arch, side] = bench(arch, side, truth, held_out, args, steps)
-    lines = []
+    for arch in archs:
+        for option in args.options:
+            res[arch, option] = bench(arch, "sae_steer", truth, held_out, args, steps, option)
+    lines = [f"RESULT fair_device {args.device.type}",
+             f"RESULT fair_tokens {steps * args.batch}", f"RESULT fair_d_sae {args.d_sae}"]
     for arch in archs:
         ours, theirs = res[arch, "sae_steer"], res[arch, "SAELens"]
         lines += [f"RESULT fair_ratio_{arch} {ours['tok_s'] / theirs['tok_s']:.2f}",
+                  f"RESULT fair_tok_s_{arch} {ours['tok_s']:.0f} vs {theirs['tok_s']:.0f}",
                   f"RESULT fair_ev_gap_{arch} {ours['ev'] - theirs['ev']:+.3f}",
+                  f"RESULT fair_ev_{arch} {ours['ev']:.3f} vs {theirs['ev']:.3f}",
                   f"RESULT fair_l0_{arch} {ours['l0']:.1f} vs {theirs['l0']:.1f}",
                   f"RESULT fair_dead_{arch} {ours['dead']:.3f} vs {theirs['dead']:.3f}",
                   f"RESULT fair_recovery_{arch} {ours['recovery']:.3f} vs "
                   f"{theirs['recovery']:.3f}"]
         if arch == "relu":
             lines.append(f"RESULT fair_l1_relu {args.l1_ours:.4g} vs {args.l1_saelens:.4g}")
+        for option in args.options:
+            mine = res[arch, option]
+            lines += [f"RESULT fair_ratio_{arch}_{option} {mine['tok_s'] / theirs['tok_s']:.2f}",
+                      f"RESULT fair_ev_gap_{arch}_{option} {mine['ev'] - theirs['ev']:+.3f}",
+                      f"RESULT fair_dead_{arch}_{option} {mine['dead']:.3f}"]
     print("\n(sae_steer vs SAELens; ratio = sae_steer / SAELens tokens/s; ev_gap = "
           "sae_steer EV - SAELens EV)\n" + "\n".join(lines))
 

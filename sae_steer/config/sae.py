@@ -135,6 +135,12 @@ class TrainConfig(StageConfig):
     buffer_batches: int = 16
     """Shuffle buffer size in training batches: a batch mixes tokens from this many
     batches' worth of sequences, so it is never one story."""
+    tf32: bool = False
+    """CUDA only: let the SAE's float32 matmuls use TF32 tensor cores while it trains (about
+    1e-3 relative precision per product; the encoder matmul that sets a step's pace runs
+    several times faster on an A100 / H100 / H200). Switched on only around the SAE's own
+    training step and put back after it, so the model's forward passes (harvesting, the CE
+    evaluation) keep the process's setting. No effect on a CPU."""
     skip_bos: bool = True
     """Leave out the BOS position (its norm is an outlier); padding is always left out."""
     eval_sequences: int = 16
@@ -172,6 +178,7 @@ class TrainConfig(StageConfig):
             require(0 <= value < 1, f"{name} must be in [0, 1), got {value!r}")
         require(0 < self.dense_threshold <= 1,
                  f"dense_threshold must be in (0, 1], got {self.dense_threshold!r}")
+        require(isinstance(self.tf32, bool), f"tf32 must be True or False, got {self.tf32!r}")
         require(self.harvest_dtype in (None, "bfloat16", "float16"),
                 f"harvest_dtype must be None, 'bfloat16' or 'float16', got {self.harvest_dtype!r}")
         require(self.long_texts in ("window", "truncate"),

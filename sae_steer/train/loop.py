@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 
 from sae_steer.config import TrainConfig
 from sae_steer.sae import SAE, TrainStepOutput
+from sae_steer.sae.precision import tf32_matmuls
 from sae_steer.train import checkpoint
 from sae_steer.train.checkpoint import TrainState
 from sae_steer.train.collectives import ONE_PROCESS, Collectives
@@ -176,18 +177,19 @@ def _step(sae: SAE, optimizer: torch.optim.Optimizer, x: Tensor, state: TrainSta
     for group in optimizer.param_groups:
         group["lr"] = lr
     topk = sae.cfg.architecture == "topk"
-    out = comm.forward(
-        sae, x, l1_coefficient=l1,
-        dead_mask=state.steps_since_fired >= cfg.dead_after_steps if topk else None,
-        aux_k_coefficient=cfg.aux_k_coefficient if topk else 0.0)
-    # both checks in one host sync (and one reduction over ranks), before any weight moves
-    bad = comm.all_sum(torch.stack([~torch.isfinite(x).all(), ~torch.isfinite(out.loss)]).long())
-    if bad.any():
-        _fail("activations" if bad[0] else "loss", state, checkpoint_dir)
-    optimizer.zero_grad(set_to_none=True)
-    out.loss.backward()
-    optimizer.step()
-    sae.normalize_decoder_()  # unit rows, so L1 and steering scales compare across features
+    with tf32_matmuls(cfg.tf32):  # only the SAE's work: the setting is process-wide
+        out = comm.forward(
+            sae, x, l1_coefficient=l1,
+            dead_mask=state.steps_since_fired >= cfg.dead_after_steps if topk else None,
+            aux_k_coefficient=cfg.aux_k_coefficient if topk else 0.0)
+        # both checks in one host sync (and one reduction over ranks), before any weight moves
+        bad = comm.all_sum(torch.stack([~torch.isfinite(x).all(), ~torch.isfinite(out.loss)]).long())
+        if bad.any():
+            _fail("activations" if bad[0] else "loss", state, checkpoint_dir)
+        optimizer.zero_grad(set_to_none=True)
+        out.loss.backward()
+        optimizer.step()
+        sae.normalize_decoder_()  # unit rows, so L1 and steering scales compare across features
     state.steps_since_fired += 1
     state.steps_since_fired.masked_fill_(comm.all_max(out.fired), 0)  # fired on any rank
     state.step += 1

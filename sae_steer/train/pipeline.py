@@ -130,6 +130,12 @@ def ce_increase_fn(model: HookedTransformer, texts: list[str], hook_name: str,
 # --- cache ------------------------------------------------------------------------------
 
 
+_KEYED_WHEN_SET = {"tf32": False}
+"""TrainConfig fields added after entries were cached, whose default leaves the weights as
+they were: they join the key only when set, so those entries (the reference SAE's among
+them) keep their keys."""
+
+
 def cache_key(model: HookedTransformer, hook_name: str, sae_cfg: SAEConfig,
               train_cfg: TrainConfig) -> str:
     """Hash of what determines a trained SAE: the model's weights, hook, both configs and
@@ -139,7 +145,8 @@ def cache_key(model: HookedTransformer, hook_name: str, sae_cfg: SAEConfig,
     different dataset_path values, or they share a cache entry.
     """
     cfg = {k: v for k, v in sae_cfg.to_dict().items() if k != "device"}
-    train = train_cfg.to_dict()
+    train = {k: v for k, v in train_cfg.to_dict().items()
+             if not (k in _KEYED_WHEN_SET and v == _KEYED_WHEN_SET[k])}
     model_key = f"{model_name(model)}:{model_fingerprint(model)[:16]}"
     blob = json.dumps({"version": _CACHE_VERSION, "model": model_key,
                        "hook": hook_name, "sae": cfg, "train": train},

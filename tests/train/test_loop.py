@@ -300,3 +300,16 @@ def test_nan_loss_stops_without_touching_the_weights():
         train(sae, _sparse_batches(40), _cfg(log_every=2), eval_fn=remember, progress=False)
     for name, value in sae.state_dict().items():
         assert torch.equal(value, before[name]), name
+
+
+@pytest.mark.parametrize("arch", ["relu", "topk"])
+def test_tf32_changes_nothing_on_a_cpu_and_leaves_the_setting_alone(arch):
+    """TrainConfig.tf32 is CUDA's matmul setting: on a CPU the weights are bit-identical,
+    and the process-wide setting is what it was before, after training."""
+    before = torch.backends.cuda.matmul.fp32_precision
+    plain, fast = _sae(arch), _sae(arch)
+    train(plain, _sparse_batches(20), _cfg(n_steps=20), progress=False)
+    train(fast, _sparse_batches(20), _cfg(n_steps=20, tf32=True), progress=False)
+    assert torch.backends.cuda.matmul.fp32_precision == before
+    for name, p in plain.named_parameters():
+        assert torch.equal(p, getattr(fast, name)), name
