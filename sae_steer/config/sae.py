@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Literal
+from typing import Literal, get_args
 
 from sae_steer.config.base import StageConfig, is_integer, require
 
-Architecture = Literal["relu", "topk"]
+Architecture = Literal["relu", "topk", "jumprelu"]
+ARCHITECTURES: tuple[str, ...] = get_args(Architecture)
 STORES = ("auto", "memory", "disk", "stream")
 
 
@@ -20,9 +21,13 @@ class SAEConfig(StageConfig):
     d_sae: int
     """Number of features (the seed writeup used 10,000)."""
     architecture: str = "relu"
-    """``relu`` (ReLU encoder, L1 penalty; the seed's kind) or ``topk`` (k largest kept)."""
+    """``relu`` (ReLU encoder, L1 penalty; the seed's kind), ``topk`` (k largest kept) or
+    ``jumprelu`` (a feature fires only where its pre-activation exceeds its own learned
+    ``threshold``: SAELens's JumpReLU SAEs, and its BatchTopK and Matryoshka BatchTopK SAEs,
+    which SAELens saves as JumpReLU ones). ``jumprelu`` SAEs are loaded (``SAE.load``), not
+    trained here."""
     k: int | None = None
-    """Active features per token for ``topk``; ignored for ``relu``."""
+    """Active features per token for ``topk``; ignored for ``relu`` and ``jumprelu``."""
     dtype: str = "float32"
     """Parameter dtype, as a torch dtype name: ``float32`` (default), ``bfloat16`` or
     ``float16`` (half the memory and faster matmuls on a GPU; the losses are still reduced
@@ -48,8 +53,9 @@ class SAEConfig(StageConfig):
                  f"d_in must be a positive integer, got {self.d_in!r}")
         require(isinstance(self.d_sae, int) and self.d_sae > 0,
                  f"d_sae must be a positive integer, got {self.d_sae!r}")
-        require(self.architecture in ("relu", "topk"),
-                 f"architecture must be 'relu' or 'topk', got {self.architecture!r}")
+        require(self.architecture in ARCHITECTURES,
+                 f"architecture must be one of {', '.join(map(repr, ARCHITECTURES))}, "
+                 f"got {self.architecture!r}")
         if self.architecture == "topk":
             require(isinstance(self.k, int) and 0 < self.k <= self.d_sae,
                      f"topk needs 0 < k <= d_sae ({self.d_sae}), got k={self.k!r}")

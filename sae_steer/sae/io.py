@@ -2,9 +2,10 @@
 
 A directory holds:
 - ``cfg.json``: d_in, d_sae, dtype, device, architecture ("standard" for our relu,
-  "topk"), apply_b_dec_to_input, normalize_activations="none", k (topk), and a
+  "topk", "jumprelu"), apply_b_dec_to_input, normalize_activations="none", k (topk), and a
   ``metadata`` block (sae_lens_version, model_name, hook_name, context_size, ...).
-- ``sae_weights.safetensors``: W_enc [d_in, d_sae], b_enc, W_dec [d_sae, d_in], b_dec.
+- ``sae_weights.safetensors``: W_enc [d_in, d_sae], b_enc, W_dec [d_sae, d_in], b_dec, and
+  for jumprelu threshold [d_sae].
 - ``sparsity.safetensors``: ``sparsity`` = log10 firing frequency per feature, as SAELens
   writes it. When the SAE has no recorded frequencies we write zeros and say so in
   ``metadata.sparsity_known = false`` (zeros alone would read as "fires on every token").
@@ -14,6 +15,14 @@ cfg.json goes last, so a crash leaves either the old SAE or a complete new one p
 ``sae_lens_version`` is the format version we write (6.x layout, so SAELens >= 6 reads it
 without its pre-6.0 key renaming); ``sae_lens_training_version`` is null: SAELens did not
 train it.
+
+SAELens's BatchTopK and Matryoshka BatchTopK SAEs have no inference class of their own:
+``save_inference_model`` (what its training runners write at the end) saves them as
+"jumprelu", every feature's threshold the learned batch threshold (sae_lens 6.54
+``saes/batchtopk_sae.py``, ``BatchTopKTrainingSAEConfig.get_inference_config_class`` and
+``process_state_dict_for_saving_inference``), so they load as our jumprelu. A training
+checkpoint of theirs (``SAETrainer.save_checkpoint``: architecture "batchtopk" or
+"matryoshka_batchtopk", a scalar ``topk_threshold``) is converted here the same way.
 """
 from __future__ import annotations
 
@@ -34,8 +43,9 @@ WEIGHTS_FILE = "sae_weights.safetensors"
 SPARSITY_FILE = "sparsity.safetensors"
 SAE_LENS_FORMAT_VERSION = "6.54.12"
 _PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".pkl", ".pickle", ".ckpt")
-_ARCH_TO_SAE_LENS = {"relu": "standard", "topk": "topk"}
-_ARCH_FROM_SAE_LENS = {"standard": "relu", "topk": "topk"}
+_ARCH_TO_SAE_LENS = {"relu": "standard", "topk": "topk", "jumprelu": "jumprelu"}
+_ARCH_FROM_SAE_LENS = {"standard": "relu", "topk": "topk", "jumprelu": "jumprelu",
+                       "batchtopk": "jumprelu", "matryoshka_batchtopk": "jumprelu"}
 
 
 def _save_safetensors_atomic(tensors: dict[str, torch.Tensor], path: Path) -> None:
@@ -72,6 +82,8 @@ def save_sae(sae: Any, path: str | os.PathLike) -> None:
         raise ValueError(f"cannot save SAE to {path}: it exists and is not a directory")
     path.mkdir(parents=True, exist_ok=True)
     weights = {"W_enc": sae.W_enc, "b_enc": sae.b_enc, "W_dec": sae.W_dec, "b_dec": sae.b_dec}
+    if sae.cfg.architecture == "jumprelu":
+        weights["threshold"] = sae.threshold
     _save_safetensors_atomic(weights, path / WEIGHTS_FILE)
     sparsity = sae.log_feature_sparsity
     if sparsity is None:
@@ -127,7 +139,10 @@ def _sae_config_from_dict(cfg: dict, cfg_path: Path) -> tuple[SAEConfig, bool]:
         sae_cfg = _build_config(cfg, meta, arch)
     except ValueError as e:
         raise ValueError(f"{cfg_path}: {e}") from e
-    return sae_cfg, bool(cfg.get("rescale_acts_by_decoder_norm", False))
+    # Of SAELens's inference classes only TopKSAE reads this key (JumpReLUSAEConfig has no
+    # such field: a jumprelu cfg.json carrying it runs unrescaled there, and so here). A
+    # BatchTopK training checkpoint's rescaling is folded in by _read_weights.
+    return sae_cfg, arch == "topk" and bool(cfg.get("rescale_acts_by_decoder_norm", False))
 
 
 def _build_config(cfg: dict, meta: dict, arch: str) -> SAEConfig:
@@ -142,7 +157,34 @@ def _build_config(cfg: dict, meta: dict, arch: str) -> SAEConfig:
     )
 
 
-def _read_weights(path: Path, cfg: SAEConfig) -> dict[str, torch.Tensor]:
+def _batch_topk_threshold(tensors: dict[str, torch.Tensor], d_sae: int, file: Path) -> bool:
+    """A SAELens BatchTopK training checkpoint's scalar ``topk_threshold`` made the jumprelu
+    ``threshold`` its ``save_inference_model`` writes (one value for every feature); True
+    when there was one (the decoder norms may then need folding, see ``_fold_for_inference``)."""
+    topk_threshold = tensors.pop("topk_threshold", None)
+    if topk_threshold is None:
+        return False
+    if topk_threshold.numel() != 1:
+        raise ValueError(f"{file}: topk_threshold has shape {tuple(topk_threshold.shape)}, "
+                         "expected one number")
+    # as batchtopk_sae.py writes it: ones_like(b_enc) * the float64 buffer's .item()
+    like = tensors.get("b_enc", torch.empty(d_sae))
+    tensors["threshold"] = torch.ones_like(like) * topk_threshold.item()
+    return True
+
+
+def _fold_for_inference(tensors: dict[str, torch.Tensor]) -> None:
+    """SAELens's ``_fold_norm_topk`` (topk_sae.py), which ``save_inference_model`` applies to
+    a BatchTopK SAE trained with rescale_acts_by_decoder_norm: unit decoder rows, the norms
+    folded into W_enc and b_enc. The threshold is left alone: it was learned on
+    ``pre * ||W_dec[i]||``, which is what the folded encoder computes."""
+    norms = tensors["W_dec"].norm(dim=-1).clamp(min=1e-8)
+    tensors["b_enc"] = tensors["b_enc"] * norms
+    tensors["W_dec"] = tensors["W_dec"] / norms[:, None]
+    tensors["W_enc"] = tensors["W_enc"] * norms[None, :]
+
+
+def _read_weights(path: Path, cfg: SAEConfig, cfg_dict: dict) -> dict[str, torch.Tensor]:
     file = path / WEIGHTS_FILE
     if not file.exists():
         raise FileNotFoundError(f"{file} does not exist: the SAE's weights are missing")
@@ -153,8 +195,13 @@ def _read_weights(path: Path, cfg: SAEConfig) -> dict[str, torch.Tensor]:
     scale = tensors.pop("scaling_factor", None)  # old SAELens: all-ones unless finetuned
     if scale is not None and not torch.allclose(scale, torch.ones_like(scale)):
         raise ValueError(f"{file}: a finetuned scaling_factor is not supported")
+    if "log_threshold" in tensors:  # older JumpReLU checkpoints, as SAELens converts them
+        tensors["threshold"] = tensors.pop("log_threshold").exp()
+    from_checkpoint = _batch_topk_threshold(tensors, cfg.d_sae, file)
     expected = {"W_enc": (cfg.d_in, cfg.d_sae), "b_enc": (cfg.d_sae,),
                 "W_dec": (cfg.d_sae, cfg.d_in), "b_dec": (cfg.d_in,)}
+    if cfg.architecture == "jumprelu":
+        expected["threshold"] = (cfg.d_sae,)
     missing, extra = sorted(set(expected) - set(tensors)), sorted(set(tensors) - set(expected))
     if missing or extra:
         raise ValueError(f"{file}: expected tensors {sorted(expected)}, "
@@ -163,6 +210,9 @@ def _read_weights(path: Path, cfg: SAEConfig) -> dict[str, torch.Tensor]:
         if tuple(tensors[name].shape) != shape:
             raise ValueError(f"{file}: tensor {name} has shape {tuple(tensors[name].shape)}, "
                              f"expected {shape} (d_in={cfg.d_in}, d_sae={cfg.d_sae} from cfg.json)")
+    # the training config's default (TopKTrainingSAEConfig) when the key is absent
+    if from_checkpoint and cfg_dict.get("rescale_acts_by_decoder_norm", True):
+        _fold_for_inference(tensors)
     return tensors
 
 
@@ -190,7 +240,7 @@ def load_sae(cls: type, path: str | os.PathLike, device: str | torch.device) -> 
     except (TypeError, KeyError) as e:
         raise ValueError(f"{path / CFG_FILE} is corrupt: {e}") from e
     sae_cfg.device = str(device)
-    tensors = _read_weights(path, sae_cfg)
+    tensors = _read_weights(path, sae_cfg, cfg_dict)
     sae = cls(sae_cfg)
     with torch.no_grad():
         for name, tensor in tensors.items():

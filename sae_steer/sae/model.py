@@ -4,10 +4,15 @@
     pre    = sae_in @ W_enc + b_enc          [..., d_sae]
     feats  = relu(pre)                       ("relu")
            | relu(top-k of pre), 0 elsewhere ("topk")
+           | relu(pre) * (pre > threshold)   ("jumprelu"; threshold [d_sae])
     x_hat  = feats @ W_dec + b_dec           [..., d_in]
 
 ``W_dec[i]`` is feature i's direction (what steering adds); ``decode(onehot_i)`` is
 ``W_dec[i] + b_dec`` -- not the same thing, on purpose (see ``feature_direction``).
+
+``jumprelu`` is SAELens's JumpReLU SAE for inference, and the form SAELens saves its
+BatchTopK and Matryoshka BatchTopK SAEs in (one threshold shared by every feature). We load
+and run those; we do not train them (``training_forward`` refuses).
 
 Training goes through ``training_forward``: for ``topk`` it never builds the dense
 ``[batch, d_sae]`` activations or their gradients. Only the encoder matmul is dense; the
@@ -78,7 +83,15 @@ def _seeded(seed: int | None, device: torch.device) -> Iterator[None]:
 
 
 class SAE(nn.Module):
-    """A ReLU or TopK sparse autoencoder built from an :class:`SAEConfig`."""
+    """A ReLU, TopK or JumpReLU sparse autoencoder built from an :class:`SAEConfig`.
+
+    A JumpReLU SAE has one more parameter, ``threshold [d_sae]``: feature i is zero unless
+    its pre-activation exceeds ``threshold[i]``, so it never takes a value in
+    ``(0, threshold[i]]``. Clamping (``steer.clamping``) acts on the feature's output value,
+    as for the other architectures: it adds ``(value - f_i) * W_dec[i]``, whatever the
+    threshold. A clamp value inside ``(0, threshold[i]]`` is therefore written as given,
+    although the encoder itself would never produce it; clamp to 0 to switch a feature off.
+    """
 
     def __init__(self, cfg: SAEConfig, *, seed: int | None = None):
         """``seed=None`` draws the initial weights from torch's global RNG (as ``nn.Linear``
@@ -106,12 +119,17 @@ class SAE(nn.Module):
         # a copy even where W_dec.T is already contiguous (d_in == 1): two parameters must
         # not share storage
         W_enc = W_dec.T.clone(memory_format=torch.contiguous_format).to(dtype)
-        if cfg.architecture == "relu":  # in the parameter dtype, as the cached SAEs were
+        if cfg.architecture != "topk":  # in the parameter dtype, as the cached SAEs were
             W_enc.mul_(min(1.0, 2 * cfg.d_in / cfg.d_sae))
         self.W_enc = nn.Parameter(W_enc)
         self.b_enc = nn.Parameter(torch.zeros(cfg.d_sae, device=device, dtype=dtype))
         self.W_dec = nn.Parameter(W_dec.to(dtype))
         self.b_dec = nn.Parameter(torch.zeros(cfg.d_in, device=device, dtype=dtype))
+        if cfg.architecture == "jumprelu":
+            # Registered only here: relu/topk state dicts and saved files stay as they were.
+            # Zeros make a fresh jumprelu SAE compute exactly the relu SAE of the same seed
+            # (its weights start as relu's do); loading replaces them with learned thresholds.
+            self.threshold = nn.Parameter(torch.zeros(cfg.d_sae, device=device, dtype=dtype))
         self.log_feature_sparsity: Tensor | None = None
         """log10 firing frequency per feature, set by the trainer; written by ``save``."""
 
@@ -161,6 +179,10 @@ class SAE(nn.Module):
         pre = self.pre_activations(x)
         if self.cfg.architecture == "relu":
             return torch.relu(pre)
+        if self.cfg.architecture == "jumprelu":
+            # SAELens's JumpReLUSAE.encode op for op: relu, then zero where pre <= threshold
+            # (the relu keeps a negative threshold from letting negative values through).
+            return torch.relu(pre) * (pre > self.threshold).to(pre.dtype)
         vals, idx = pre.topk(self.cfg.k, dim=-1, sorted=False)
         return torch.zeros_like(pre).scatter_(-1, idx, vals.relu())
 
@@ -193,6 +215,9 @@ class SAE(nn.Module):
         reconstruct the residual error ``x - x_hat`` (Gao et al. 2024, appendix A.2),
         scaled down by min(n_dead / aux_k, 1) when few features are dead.
         """
+        if self.cfg.architecture == "jumprelu":
+            raise ValueError("sae_steer does not train jumprelu SAEs: train one with SAELens "
+                             "and load it with SAE.load, or train architecture 'relu' or 'topk'")
         if l1_coefficient < 0:
             raise ValueError(f"l1_coefficient must be >= 0, got {l1_coefficient}")
         if aux_k is not None and (not isinstance(aux_k, int) or aux_k <= 0):
@@ -223,12 +248,16 @@ class SAE(nn.Module):
         penalty (weighted by row norms) means the same thing for every feature. For topk
         the selection now ranks pre_i * ||W_dec[i]||: exactly SAELens's
         ``rescale_acts_by_decoder_norm`` forward, which is what its TopK SAEs train with.
+        For jumprelu the thresholds scale with their pre-activations (SAELens's
+        ``JumpReLUSAE.fold_W_dec_norm``), so the same features fire: the function is unchanged.
         Call after every optimizer step (norms drift by ~lr per step).
         """
         norms = self.W_dec.norm(dim=1).clamp_min(1e-8)
         self.W_dec.div_(norms[:, None])
         self.W_enc.mul_(norms[None, :])
         self.b_enc.mul_(norms)
+        if self.cfg.architecture == "jumprelu":
+            self.threshold.mul_(norms)
 
     # ---- persistence (SAELens format; see io.py) --------------------------------
     def save(self, path: str | os.PathLike) -> None:
@@ -237,7 +266,8 @@ class SAE(nn.Module):
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: str | torch.device | None = None) -> "SAE":
-        """Load an SAE saved by ``save`` or by SAELens (standard and topk architectures).
+        """Load an SAE saved by ``save`` or by SAELens: its standard, topk and jumprelu SAEs,
+        and its BatchTopK / Matryoshka BatchTopK SAEs (as jumprelu; see ``io.py``).
 
         ``device=None`` means CUDA when available, else CPU: the device recorded in
         cfg.json is ignored, so an SAE saved on a GPU machine loads on a laptop.

@@ -4,7 +4,8 @@ Three ways to steer with SAE features ``{i: scale_i, ...}`` (one or several) at 
 
 - ``decoder_row`` (the seed's method): add ``sum_i scale_i * W_dec[i]``.
 - ``clamp`` (Anthropic's method): encode the activation, set each feature i to ``scale_i``,
-  decode, and add back the SAE's reconstruction error so every other feature passes as is.
+  decode, and add back the SAE's reconstruction error so every other feature passes as is
+  (``scale_i`` is the feature's output value, for a JumpReLU SAE even under its threshold).
 - ``decoder_onehot`` (a pitfall, kept only to show it): add ``sum_i scale_i *
   sae.decode(onehot_i)``, i.e. ``scale_i * (W_dec[i] + b_dec)`` -- the bias swamps the feature.
 
@@ -182,6 +183,9 @@ def clamping(
     ``x -> decode(f with f_i := value_i) + (x - decode(f))``. Because the decoder is linear
     this equals ``x + sum_i (value_i - f_i) * W_dec[i]``, which we compute directly: exact
     when each value equals the feature's own activation; every other feature passes as is.
+    The value is the feature's output, never passed back through the activation: for a
+    JumpReLU SAE a value under the feature's threshold is written as given, although its
+    encoder never outputs one there (0 switches the feature off).
     """
     values = feature_scales(feature, value, sae.cfg.d_sae, "clamp value")
     gate = as_positions(positions)

@@ -243,7 +243,7 @@ def test_config_rejects_bad_k():
 
 
 # ---- save / load ------------------------------------------------------------------------
-@pytest.mark.parametrize("arch", ["relu", "topk"])
+@pytest.mark.parametrize("arch", ["relu", "topk", "jumprelu"])
 def test_save_load_round_trip(tmp_path, arch):
     sae = randomize(make_sae(arch=arch, d_in=6, d_sae=10, k=3, hook_name="blocks.1.hook_resid_post",
                              model_name="toystories/small", context_size=64))
@@ -356,9 +356,9 @@ def test_load_wrong_shape_names_tensor_and_shapes(tmp_path):
 def test_load_unsupported_architecture_names_it(tmp_path):
     make_sae().save(tmp_path)
     cfg = json.loads((tmp_path / "cfg.json").read_text())
-    cfg["architecture"] = "jumprelu"
+    cfg["architecture"] = "gated"
     (tmp_path / "cfg.json").write_text(json.dumps(cfg))
-    with pytest.raises(ValueError, match="jumprelu"):
+    with pytest.raises(ValueError, match="'gated' is not supported.*supported: .*jumprelu"):
         SAE.load(tmp_path)
 
 

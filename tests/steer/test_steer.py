@@ -9,6 +9,7 @@ import torch
 
 from builders import HOOK, make_sae
 from sae_steer.lm import attached_hook_count, hook_activations
+from sae_steer.sae import decoder_units
 from sae_steer.steer import (
     clamping, generate_steered, generate_unsteered, steering, steering_direction,
     to_absolute_scale, to_relative_scale, typical_resid_norm,
@@ -214,6 +215,38 @@ def test_real_sae_class_all_modes(tiny_model, architecture):
         torch.testing.assert_close(_logits(tiny_model, token), clean)
     for mode in ("decoder_row", "clamp", "decoder_onehot"):
         out = generate_steered(tiny_model, sae, 5, 2.0, prompt=PROMPT, max_new_tokens=4,
+                               mode=mode)
+        assert len(out.tokens) == 2 and out.mode == mode
+    assert attached_hook_count(tiny_model) == 0
+
+
+def test_jumprelu_sae_steers_and_clamps_below_its_threshold(tiny_model):
+    """Directions are decoder rows as for any SAE; clamping sets the feature's output value,
+    so a value under the feature's threshold (one its encoder never gives) is written as is."""
+    sae = make_sae(d_sae=12, arch="jumprelu")
+    token = torch.tensor([[7]])
+    acts = hook_activations(tiny_model, token, HOOK)
+    pre = sae.pre_activations(acts)[0, 0].detach()
+    on, off = (int(i) for i in pre.topk(2).indices)
+    assert pre[off] > 0
+    with torch.no_grad():
+        sae.threshold.copy_(pre.abs() / 2)
+        sae.threshold[off] = pre[off] + 1.0  # silenced by its threshold alone
+    feats = sae.encode(acts)[0, 0].detach()
+    assert feats[off] == 0 and feats[on] == pre[on]
+    assert torch.equal(sae.feature_direction(off), sae.W_dec[off])
+    torch.testing.assert_close(decoder_units(sae)[off], sae.W_dec[off] / sae.W_dec[off].norm())
+    clean = _logits(tiny_model, token)
+    with clamping(tiny_model, sae, on, float(feats[on])):
+        torch.testing.assert_close(_logits(tiny_model, token), clean)
+    seen = {}
+    below = float(pre[off]) / 2  # > 0, under the threshold
+    with clamping(tiny_model, sae, off, below):
+        with tiny_model.hooks(fwd_hooks=[(HOOK, lambda a, hook: seen.setdefault("x", a))]):
+            _logits(tiny_model, token)
+    torch.testing.assert_close(seen["x"], acts + below * sae.W_dec[off].detach())
+    for mode in ("decoder_row", "clamp", "decoder_onehot"):
+        out = generate_steered(tiny_model, sae, off, 2.0, prompt=PROMPT, max_new_tokens=4,
                                mode=mode)
         assert len(out.tokens) == 2 and out.mode == mode
     assert attached_hook_count(tiny_model) == 0
