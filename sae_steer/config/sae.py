@@ -9,6 +9,8 @@ from sae_steer.config.base import StageConfig, is_integer, require
 
 Architecture = Literal["relu", "topk", "jumprelu"]
 ARCHITECTURES: tuple[str, ...] = get_args(Architecture)
+TRAINED_HERE: tuple[str, ...] = ("relu", "topk")
+"""The architectures sae_steer trains; the others are loaded (trained by SAELens)."""
 STORES = ("auto", "memory", "disk", "stream")
 
 
@@ -62,6 +64,14 @@ class SAEConfig(StageConfig):
         require(self.dtype in ("float32", "float16", "bfloat16", "float64"),
                  f"dtype must be one of float32/float16/bfloat16/float64, got {self.dtype!r}")
 
+
+    def check_trainable(self) -> None:
+        """Raise a ValueError saying what to do when sae_steer cannot train this
+        architecture (checked before any activation is harvested)."""
+        require(self.architecture in TRAINED_HERE,
+                f"sae_steer does not train {self.architecture} SAEs: train one with SAELens "
+                f"and load it with SAE.load, or train architecture "
+                f"{' or '.join(map(repr, TRAINED_HERE))}")
 
 _AUTO_FRACTIONS = {"lr_warmup_steps": 0.05, "lr_decay_steps": 0.2, "l1_warmup_steps": 0.1}
 """TrainConfig's schedules left at None: these fractions of ``n_steps``."""

@@ -215,9 +215,7 @@ class SAE(nn.Module):
         reconstruct the residual error ``x - x_hat`` (Gao et al. 2024, appendix A.2),
         scaled down by min(n_dead / aux_k, 1) when few features are dead.
         """
-        if self.cfg.architecture == "jumprelu":
-            raise ValueError("sae_steer does not train jumprelu SAEs: train one with SAELens "
-                             "and load it with SAE.load, or train architecture 'relu' or 'topk'")
+        self.cfg.check_trainable()
         if l1_coefficient < 0:
             raise ValueError(f"l1_coefficient must be >= 0, got {l1_coefficient}")
         if aux_k is not None and (not isinstance(aux_k, int) or aux_k <= 0):

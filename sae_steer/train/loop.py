@@ -111,6 +111,7 @@ def train(
     """
     if resume and checkpoint_dir is None:
         raise ValueError("resume=True needs checkpoint_dir (where the checkpoints are)")
+    sae.cfg.check_trainable()  # before the first batch is read
     cfg = cfg.resolved(sae.d_sae)  # auto lr and schedules, made concrete for this run
     optimizer = torch.optim.Adam(sae.parameters(), lr=cfg.lr,
                                  betas=(cfg.adam_beta1, cfg.adam_beta2))

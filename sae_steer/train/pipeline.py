@@ -66,6 +66,7 @@ def fit_sae(
                          f"{type(sae_cfg).__name__} and {type(train_cfg).__name__}")
     if isinstance(texts, str):
         raise ValueError("texts must be an iterable of strings, not one string")
+    sae_cfg.check_trainable()  # before the harvest, not at the first step after it
     check_sae_fits(model, sae_cfg, hook_name)
     if train_cfg.context_size > model.cfg.n_ctx:
         raise ValueError(f"context_size={train_cfg.context_size} is longer than the model's "

@@ -54,9 +54,21 @@ def test_normalize_decoder_scales_the_thresholds_and_keeps_the_function():
     torch.testing.assert_close(sae(x), out)
 
 
-def test_training_is_refused_with_what_to_do():
+def test_training_is_refused_with_what_to_do(tok_model, monkeypatch):
     with pytest.raises(ValueError, match="does not train jumprelu.*SAELens"):
         make_sae(arch="jumprelu").training_forward(torch.randn(4, 16))
+    from sae_steer.config import TrainConfig
+    from sae_steer.train import loop, pipeline
+
+    def never(*args, **kwargs):
+        raise AssertionError("refused only after reading activations")
+
+    with pytest.raises(ValueError, match="does not train jumprelu"):
+        loop.train(make_sae(arch="jumprelu"), map(never, [0]), TrainConfig(), progress=False)
+    monkeypatch.setattr(pipeline, "harvest", never)
+    with pytest.raises(ValueError, match="does not train jumprelu"):  # before the harvest
+        pipeline.fit_sae(tok_model, ["a story"] * 40, "blocks.0.hook_resid_post",
+                         SAEConfig(d_in=16, d_sae=8, architecture="jumprelu"), TrainConfig())
 
 
 def test_config_lists_the_architectures():
