@@ -52,7 +52,7 @@ class Repeat:
 
 def run(args, option: str) -> dict[str, float]:
     truth = GroundTruth(args.d_sae, seed=12345, device=args.device, keep_bytes=0)
-    x = truth._generate(0, args.batch)
+    x = truth.generate(0, args.batch)
     sae = SAE(SAEConfig(d_in=D_IN, d_sae=args.d_sae, architecture=args.arch,
                         k=K if args.arch == "topk" else None, device=str(args.device),
                         dtype="bfloat16" if option == "bfloat16" else "float32"), seed=0)

@@ -128,13 +128,14 @@ class GroundTruth:
     def batch(self, i: int, size: int) -> torch.Tensor:
         if (i, size) in self._kept:
             return self._kept[i, size]
-        x = self._generate(i, size)
+        x = self.generate(i, size)
         if self._kept_bytes + x.numel() * x.element_size() <= self.keep_bytes:
             self._kept[i, size] = x  # later runs and calibration probes read it again
             self._kept_bytes += x.numel() * x.element_size()
         return x
 
-    def _generate(self, i: int, size: int) -> torch.Tensor:
+    def generate(self, i: int, size: int) -> torch.Tensor:
+        """Batch i drawn afresh and never kept (the held-out set, a one-off batch)."""
         g = torch.Generator(self.device).manual_seed(self.seed * 1_000_003 + i + 1)
         fires = torch.rand(size, len(self.p), generator=g, device=self.device) < self.p
         rows, cols = fires.nonzero(as_tuple=True)  # row-major: already in CSR order
@@ -376,7 +377,7 @@ def main(argv: list[str] | None = None) -> None:
     warnings.filterwarnings("ignore")
     truth = GroundTruth(args.n_true, seed=12345, device=args.device,  # not 0: the init seed
                         keep_bytes=int(args.keep_gb * 1e9))
-    held_out = [truth._generate(10_000_000 + i, min(4096, args.held_out))
+    held_out = [truth.generate(10_000_000 + i, min(4096, args.held_out))
                 for i in range(max(args.held_out // 4096, 1))]  # never kept: seeds of its own
     where = (f"cuda ({torch.cuda.get_device_name(args.device)})" if args.device.type == "cuda"
              else f"cpu, {torch.get_num_threads()} threads, {os.cpu_count()} cores, load "

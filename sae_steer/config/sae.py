@@ -64,7 +64,6 @@ class SAEConfig(StageConfig):
         require(self.dtype in ("float32", "float16", "bfloat16", "float64"),
                  f"dtype must be one of float32/float16/bfloat16/float64, got {self.dtype!r}")
 
-
     def check_trainable(self) -> None:
         """Raise a ValueError saying what to do when sae_steer cannot train this
         architecture (checked before any activation is harvested)."""
@@ -72,6 +71,7 @@ class SAEConfig(StageConfig):
                 f"sae_steer does not train {self.architecture} SAEs: train one with SAELens "
                 f"and load it with SAE.load, or train architecture "
                 f"{' or '.join(map(repr, TRAINED_HERE))}")
+
 
 _AUTO_FRACTIONS = {"lr_warmup_steps": 0.05, "lr_decay_steps": 0.2, "l1_warmup_steps": 0.1}
 """TrainConfig's schedules left at None: these fractions of ``n_steps``."""
