@@ -13,6 +13,7 @@ import torch
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
 from sae_steer.config import SAEConfig
+from sae_steer.config.sae import TOPK_FAMILY
 from sae_steer.lm import attached_hook_count
 from sae_steer.sae import SAE
 from sae_steer.toystories.text import SPECIAL_TOKENS
@@ -62,7 +63,9 @@ def tokenized_model(n_ctx: int = 64, model_name: str = "tests/tok", **overrides:
 def make_sae(d_in: int = D_MODEL, d_sae: int = 8, hook_name: str | None = HOOK, seed: int = 0,
              arch: str = "relu", k: int | None = None, **kw: Any) -> SAE:
     """A real SAE with seeded random weights (no global RNG touched) and a non-zero b_dec."""
-    k = (k or 2) if arch == "topk" else None
+    k = (k or 2) if arch in TOPK_FAMILY else None
+    if arch == "matryoshka_batchtopk":
+        kw.setdefault("matryoshka_widths", (d_sae // 2, d_sae))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         sae = SAE(SAEConfig(d_in=d_in, d_sae=d_sae, hook_name=hook_name, device="cpu",

@@ -7,10 +7,16 @@ from typing import Literal, get_args
 
 from sae_steer.config.base import StageConfig, is_integer, require
 
-Architecture = Literal["relu", "topk", "jumprelu"]
+Architecture = Literal["relu", "topk", "jumprelu", "batchtopk", "matryoshka_batchtopk"]
 ARCHITECTURES: tuple[str, ...] = get_args(Architecture)
-TRAINED_HERE: tuple[str, ...] = ("relu", "topk")
-"""The architectures sae_steer trains; the others are loaded (trained by SAELens)."""
+TOPK_FAMILY: tuple[str, ...] = ("topk", "batchtopk", "matryoshka_batchtopk")
+"""Architectures that keep a fixed number of activations (``k`` per token, or ``k`` x batch
+over a batch) and revive dead features with AuxK; the others (relu, jumprelu) set sparsity
+with a penalty and resample dead features."""
+THRESHOLDED: tuple[str, ...] = ("jumprelu", "batchtopk", "matryoshka_batchtopk")
+"""Architectures whose inference encoder is JumpReLU: a feature fires only above its
+``threshold`` (learned per feature for jumprelu; one value estimated during training for
+the BatchTopK pair, which is how SAELens saves them too)."""
 STORES = ("auto", "memory", "disk", "stream")
 
 
@@ -23,13 +29,22 @@ class SAEConfig(StageConfig):
     d_sae: int
     """Number of features (the seed writeup used 10,000)."""
     architecture: str = "relu"
-    """``relu`` (ReLU encoder, L1 penalty; the seed's kind), ``topk`` (k largest kept) or
-    ``jumprelu`` (a feature fires only where its pre-activation exceeds its own learned
-    ``threshold``: SAELens's JumpReLU SAEs, and its BatchTopK and Matryoshka BatchTopK SAEs,
-    which SAELens saves as JumpReLU ones). ``jumprelu`` SAEs are loaded (``SAE.load``), not
-    trained here."""
+    """``relu`` (ReLU encoder, L1 penalty; the seed's kind), ``topk`` (the k largest kept
+    per token), ``jumprelu`` (a feature fires only where its pre-activation exceeds its own
+    learned ``threshold``; trained with an L0 penalty, Rajamanoharan et al. 2024),
+    ``batchtopk`` (the k x batch largest kept over a whole training batch; at inference one
+    threshold estimated in training, Bussmann et al. 2024) or ``matryoshka_batchtopk``
+    (batchtopk whose nested prefixes ``matryoshka_widths`` each reconstruct the input too,
+    Bussmann et al. 2025). SAELens saves the last two as JumpReLU SAEs; so do we."""
     k: int | None = None
-    """Active features per token for ``topk``; ignored for ``relu`` and ``jumprelu``."""
+    """``topk``: active features per token. ``batchtopk`` / ``matryoshka_batchtopk``: mean
+    active features per token over a training batch (the batch keeps ``k * batch`` of its
+    activations). Ignored for ``relu`` and ``jumprelu``."""
+    matryoshka_widths: tuple[int, ...] | None = None
+    """``matryoshka_batchtopk`` only: increasing dictionary prefix widths ending at
+    ``d_sae``, e.g. ``(d_sae // 8, d_sae // 4, d_sae // 2, d_sae)``; features ``0..w-1``
+    alone must reconstruct the input for each ``w``, so early features learn the general
+    directions and later ones the specific (less feature absorption)."""
     dtype: str = "float32"
     """Parameter dtype, as a torch dtype name: ``float32`` (default), ``bfloat16`` or
     ``float16`` (half the memory and faster matmuls on a GPU; the losses are still reduced
@@ -58,19 +73,27 @@ class SAEConfig(StageConfig):
         require(self.architecture in ARCHITECTURES,
                  f"architecture must be one of {', '.join(map(repr, ARCHITECTURES))}, "
                  f"got {self.architecture!r}")
-        if self.architecture == "topk":
-            require(isinstance(self.k, int) and 0 < self.k <= self.d_sae,
-                     f"topk needs 0 < k <= d_sae ({self.d_sae}), got k={self.k!r}")
+        if self.architecture in TOPK_FAMILY:
+            require(is_integer(self.k) and 0 < self.k <= self.d_sae,
+                     f"{self.architecture} needs an integer 0 < k <= d_sae ({self.d_sae}), "
+                     f"got k={self.k!r}")
+        if isinstance(self.matryoshka_widths, list):  # as JSON gives it back
+            self.matryoshka_widths = tuple(self.matryoshka_widths)
+        if self.architecture == "matryoshka_batchtopk":
+            widths = self.matryoshka_widths
+            require(isinstance(widths, tuple) and len(widths) > 0
+                    and all(is_integer(w) for w in widths)
+                    and all(a < b for a, b in zip((0,) + widths, widths))
+                    and widths[-1] == self.d_sae,
+                    f"matryoshka_batchtopk needs matryoshka_widths: increasing positive "
+                    f"integers ending at d_sae ({self.d_sae}), got {widths!r}")
+        else:
+            require(self.matryoshka_widths is None,
+                    f"matryoshka_widths is for matryoshka_batchtopk only, not "
+                    f"{self.architecture}")
         require(self.dtype in ("float32", "float16", "bfloat16", "float64"),
                  f"dtype must be one of float32/float16/bfloat16/float64, got {self.dtype!r}")
 
-    def check_trainable(self) -> None:
-        """Raise a ValueError saying what to do when sae_steer cannot train this
-        architecture (checked before any activation is harvested)."""
-        require(self.architecture in TRAINED_HERE,
-                f"sae_steer does not train {self.architecture} SAEs: train one with SAELens "
-                f"and load it with SAE.load, or train architecture "
-                f"{' or '.join(map(repr, TRAINED_HERE))}")
 
 
 _AUTO_FRACTIONS = {"lr_warmup_steps": 0.05, "lr_decay_steps": 0.2, "l1_warmup_steps": 0.1}
@@ -104,15 +127,31 @@ class TrainConfig(StageConfig):
     20 % of ``n_steps``)."""
     l1_coefficient: float = 5.0
     """Weight of the (decoder-norm weighted) L1 penalty for ``relu`` SAEs; unused by ``topk``."""
+    l0_coefficient: float = 1.0
+    """``jumprelu`` only: weight of the L0 ("step") penalty, the mean number of active
+    features per token, whose gradient reaches the thresholds through the straight-through
+    estimator (Rajamanoharan et al. 2024; SAELens's default ``jumprelu_sparsity_loss_mode
+    ="step"`` and its default ``l0_coefficient`` 1.0, for inputs scaled as
+    ``normalize_activations`` scales them)."""
     l1_warmup_steps: int | None = None
-    """Steps over which the L1 coefficient rises linearly from 0 (avoids early dead
-    features; None: 10 % of ``n_steps``)."""
+    """Steps over which the sparsity coefficient (``l1_coefficient`` for relu,
+    ``l0_coefficient`` for jumprelu) rises linearly from 0 (avoids early dead features;
+    None: 10 % of ``n_steps``)."""
+    jumprelu_bandwidth: float = 0.05
+    """``jumprelu`` only: width of the window around each threshold in which the
+    straight-through estimator passes gradient to it (SAELens's default 0.05; in the units of
+    the scaled inputs)."""
+    topk_threshold_lr: float = 0.01
+    """``batchtopk`` / ``matryoshka_batchtopk``: each step the inference threshold moves this
+    fraction of the way to the batch's smallest kept activation (an exponential moving
+    average; SAELens's default 0.01)."""
     aux_k_coefficient: float = 1 / 32
-    """Weight of the AuxK loss that revives dead ``topk`` features (0: off)."""
+    """Weight of the AuxK loss that revives dead features of ``topk``, ``batchtopk`` and
+    ``matryoshka_batchtopk`` SAEs (0: off)."""
     dead_after_steps: int = 200
     """A feature that has not fired for this many steps counts as dead."""
     resample_every: int = 500
-    """``relu`` only: every this many steps re-initialise dead features toward
+    """``relu`` and ``jumprelu``: every this many steps re-initialise dead features toward
     inputs the SAE reconstructs worst (0: never). No resampling during LR decay."""
     dense_threshold: float = 0.1
     """A feature firing on more than this fraction of a batch counts as dense."""
@@ -185,13 +224,20 @@ class TrainConfig(StageConfig):
                      f"got {value!r}")
         require(self.lr is None or (isinstance(self.lr, (int, float)) and 0 < self.lr < float("inf")),
                  f"lr must be None or a positive finite number, got {self.lr!r}")
-        for name in ("l1_coefficient", "aux_k_coefficient"):
+        for name in ("l1_coefficient", "l0_coefficient", "aux_k_coefficient"):
             value = getattr(self, name)
             require(isinstance(value, (int, float)) and 0 <= value < float("inf"),
                      f"{name} must be a non-negative finite number, got {value!r}")
         for name in ("adam_beta1", "adam_beta2"):
             value = getattr(self, name)
             require(0 <= value < 1, f"{name} must be in [0, 1), got {value!r}")
+        require(isinstance(self.jumprelu_bandwidth, (int, float))
+                and 0 < self.jumprelu_bandwidth < float("inf"),
+                f"jumprelu_bandwidth must be a positive finite number, got "
+                f"{self.jumprelu_bandwidth!r}")
+        require(isinstance(self.topk_threshold_lr, (int, float))
+                and 0 < self.topk_threshold_lr <= 1,
+                f"topk_threshold_lr must be in (0, 1], got {self.topk_threshold_lr!r}")
         require(0 < self.dense_threshold <= 1,
                  f"dense_threshold must be in (0, 1], got {self.dense_threshold!r}")
         require(isinstance(self.tf32, bool), f"tf32 must be True or False, got {self.tf32!r}")
@@ -212,6 +258,13 @@ class TrainConfig(StageConfig):
         require(warmup + decay <= self.n_steps,
                  f"lr_warmup_steps + lr_decay_steps ({warmup} + {decay}) must not exceed "
                  f"n_steps ({self.n_steps})")
+
+    def sparsity_coefficient(self, architecture: str) -> float:
+        """The penalty weight ``architecture`` trains with (before its warm-up): the L1
+        coefficient for relu, the L0 one for jumprelu, 0 for the topk family (their
+        sparsity is the k they keep)."""
+        return {"relu": self.l1_coefficient, "jumprelu": self.l0_coefficient}.get(
+            architecture, 0.0)
 
     def resolved(self, d_sae: int) -> TrainConfig:
         """This config with every None ("auto") setting made concrete for ``d_sae`` features

@@ -2,10 +2,12 @@
 
 A directory holds:
 - ``cfg.json``: d_in, d_sae, dtype, device, architecture ("standard" for our relu,
-  "topk", "jumprelu"), apply_b_dec_to_input, normalize_activations="none", k (topk), and a
+  "topk", "jumprelu"; our batchtopk and matryoshka_batchtopk as "jumprelu", as SAELens
+  saves its own, with ``metadata.trained_architecture``, ``k`` and ``matryoshka_widths``
+  so they load here as what they are), apply_b_dec_to_input, normalize_activations="none", k (topk), and a
   ``metadata`` block (sae_lens_version, model_name, hook_name, context_size, ...).
 - ``sae_weights.safetensors``: W_enc [d_in, d_sae], b_enc, W_dec [d_sae, d_in], b_dec, and
-  for jumprelu threshold [d_sae].
+  for the thresholded architectures threshold [d_sae].
 - ``sparsity.safetensors``: ``sparsity`` = log10 firing frequency per feature, as SAELens
   writes it. When the SAE has no recorded frequencies we write zeros and say so in
   ``metadata.sparsity_known = false`` (zeros alone would read as "fires on every token").
@@ -36,6 +38,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from sae_steer.config import SAEConfig
+from sae_steer.config.sae import THRESHOLDED
 from sae_steer.fsutil import atomic_path, write_json_atomic
 
 CFG_FILE = "cfg.json"
@@ -43,7 +46,11 @@ WEIGHTS_FILE = "sae_weights.safetensors"
 SPARSITY_FILE = "sparsity.safetensors"
 SAE_LENS_FORMAT_VERSION = "6.54.12"
 _PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".pkl", ".pickle", ".ckpt")
-_ARCH_TO_SAE_LENS = {"relu": "standard", "topk": "topk", "jumprelu": "jumprelu"}
+_ARCH_TO_SAE_LENS = {"relu": "standard", "topk": "topk", "jumprelu": "jumprelu",
+                     "batchtopk": "jumprelu", "matryoshka_batchtopk": "jumprelu"}
+_TRAINED_AS = ("batchtopk", "matryoshka_batchtopk")
+"""Ours saved as jumprelu, as SAELens saves its own; ``metadata.trained_architecture`` (with
+``k`` and ``matryoshka_widths``) brings them back as what they are when we load them."""
 _ARCH_FROM_SAE_LENS = {"standard": "relu", "topk": "topk", "jumprelu": "jumprelu",
                        "batchtopk": "jumprelu", "matryoshka_batchtopk": "jumprelu"}
 
@@ -73,6 +80,9 @@ def sae_lens_cfg_dict(sae: Any) -> dict:
     if cfg.architecture == "topk":
         # Our normalize_decoder_ folds row norms in, so no rescaling is needed at load.
         out.update(k=cfg.k, rescale_acts_by_decoder_norm=False)
+    if cfg.architecture in _TRAINED_AS:
+        out["metadata"].update(trained_architecture=cfg.architecture, k=cfg.k,
+                               matryoshka_widths=cfg.matryoshka_widths)
     return out
 
 
@@ -82,7 +92,7 @@ def save_sae(sae: Any, path: str | os.PathLike) -> None:
         raise ValueError(f"cannot save SAE to {path}: it exists and is not a directory")
     path.mkdir(parents=True, exist_ok=True)
     weights = {"W_enc": sae.W_enc, "b_enc": sae.b_enc, "W_dec": sae.W_dec, "b_dec": sae.b_dec}
-    if sae.cfg.architecture == "jumprelu":
+    if hasattr(sae, "threshold"):
         weights["threshold"] = sae.threshold
     _save_safetensors_atomic(weights, path / WEIGHTS_FILE)
     sparsity = sae.log_feature_sparsity
@@ -146,6 +156,10 @@ def _sae_config_from_dict(cfg: dict, cfg_path: Path) -> tuple[SAEConfig, bool]:
 
 
 def _build_config(cfg: dict, meta: dict, arch: str) -> SAEConfig:
+    ours = meta.get("trained_with") == "sae_steer" and meta.get("trained_architecture")
+    if arch == "jumprelu" and ours in _TRAINED_AS:
+        return _build_config(cfg, {**meta, "trained_with": None}, arch).replace(
+            architecture=ours, k=meta.get("k"), matryoshka_widths=meta.get("matryoshka_widths"))
     return SAEConfig(
         d_in=cfg["d_in"], d_sae=cfg["d_sae"], architecture=_ARCH_FROM_SAE_LENS[arch],
         k=cfg.get("k") if arch == "topk" else None,
@@ -200,7 +214,7 @@ def _read_weights(path: Path, cfg: SAEConfig, cfg_dict: dict) -> dict[str, torch
     from_checkpoint = _batch_topk_threshold(tensors, cfg.d_sae, file)
     expected = {"W_enc": (cfg.d_in, cfg.d_sae), "b_enc": (cfg.d_sae,),
                 "W_dec": (cfg.d_sae, cfg.d_in), "b_dec": (cfg.d_in,)}
-    if cfg.architecture == "jumprelu":
+    if cfg.architecture in THRESHOLDED:
         expected["threshold"] = (cfg.d_sae,)
     missing, extra = sorted(set(expected) - set(tensors)), sorted(set(tensors) - set(expected))
     if missing or extra:

@@ -37,13 +37,17 @@ class TrainStepOutput:
     """What one training forward pass returns; call ``.loss.backward()``."""
 
     loss: Tensor
-    """mse_loss + sparsity_loss + aux_loss (a scalar with grad)."""
+    """mse_loss + inner_mse_loss + sparsity_loss + aux_loss (a scalar with grad)."""
     mse_loss: Tensor
     """Squared error summed over d_in, averaged over tokens (SAELens's definition)."""
     sparsity_loss: Tensor
-    """relu: l1_coefficient * mean over tokens of sum_i feats_i * ||W_dec[i]||; topk: 0."""
+    """relu: l1_coefficient * mean over tokens of sum_i feats_i * ||W_dec[i]||; jumprelu:
+    l0_coefficient * mean number of active features per token; topk family: 0."""
     aux_loss: Tensor
-    """topk: AuxK loss (dead features reconstructing the residual error); relu: 0."""
+    """topk family: AuxK loss (dead features reconstructing the residual error); else 0."""
+    inner_mse_loss: Tensor
+    """matryoshka_batchtopk: the summed mse of the inner prefixes' reconstructions (the
+    outer one is ``mse_loss``); else 0."""
     l0: Tensor
     """Mean number of active features per token (no grad)."""
     fired: Bool[Tensor, " d_sae"]
@@ -52,9 +56,11 @@ class TrainStepOutput:
     """Reconstruction, detached, same shape as the input."""
 
 
-def step_output(*, mse, sparsity, aux, l0, fired, x_hat) -> TrainStepOutput:
-    return TrainStepOutput(loss=mse + sparsity + aux, mse_loss=mse, sparsity_loss=sparsity,
-                           aux_loss=aux, l0=l0, fired=fired, x_hat=x_hat.detach())
+def step_output(*, mse, sparsity, aux, l0, fired, x_hat, inner=None) -> TrainStepOutput:
+    inner = mse.new_zeros(()) if inner is None else inner
+    return TrainStepOutput(loss=mse + inner + sparsity + aux, mse_loss=mse,
+                           sparsity_loss=sparsity, aux_loss=aux, inner_mse_loss=inner, l0=l0,
+                           fired=fired, x_hat=x_hat.detach())
 
 
 def _aux_k_scale(n_dead: int, aux_k: int) -> tuple[int, float]:
@@ -63,23 +69,81 @@ def _aux_k_scale(n_dead: int, aux_k: int) -> tuple[int, float]:
     return min(aux_k, n_dead), min(n_dead / aux_k, 1.0)
 
 
+def rectangle(z: Tensor) -> Tensor:
+    """1 where |z| < 1/2, else 0: the kernel of JumpReLU's straight-through estimator."""
+    return (z.abs() < 0.5).to(z.dtype)
+
+
+class JumpReLUSTE(torch.autograd.Function):
+    """``pre * (pre > threshold)``, with the threshold's pseudo-gradient of Rajamanoharan et
+    al. 2024: ``-(threshold / bandwidth) * rectangle((pre - threshold) / bandwidth)`` times
+    the incoming gradient, summed over tokens (SAELens's ``JumpReLU``, ste_to_input=False)."""
+
+    @staticmethod
+    def forward(ctx, pre, threshold, bandwidth):
+        ctx.save_for_backward(pre, threshold)
+        ctx.bandwidth = bandwidth
+        return pre * (pre > threshold).to(pre.dtype)
+
+    @staticmethod
+    def backward(ctx, grad):
+        pre, threshold = ctx.saved_tensors
+        bw = ctx.bandwidth
+        ste = (threshold / bw) * rectangle((pre - threshold) / bw) * grad
+        return (pre > threshold).to(grad.dtype) * grad, -ste.sum(0), None
+
+
+class StepSTE(torch.autograd.Function):
+    """``(pre > threshold)``; the threshold's pseudo-gradient is
+    ``-(1 / bandwidth) * rectangle((pre - threshold) / bandwidth)`` (SAELens's ``Step``),
+    and none reaches ``pre``: the L0 penalty moves only the thresholds."""
+
+    @staticmethod
+    def forward(ctx, pre, threshold, bandwidth):
+        ctx.save_for_backward(pre, threshold)
+        ctx.bandwidth = bandwidth
+        return (pre > threshold).to(pre.dtype)
+
+    @staticmethod
+    def backward(ctx, grad):
+        pre, threshold = ctx.saved_tensors
+        bw = ctx.bandwidth
+        return None, -((1 / bw) * rectangle((pre - threshold) / bw) * grad).sum(0), None
+
+
+def batch_topk(pre: Tensor, k: int) -> Tensor:
+    """The ``k * n_tokens`` largest of ``relu(pre)`` over the whole batch, 0 elsewhere."""
+    acts = pre.relu()
+    vals, idx = acts.flatten().topk(k * pre.shape[0], sorted=False)
+    return torch.zeros_like(acts.flatten()).scatter(0, idx, vals).view_as(acts)
+
+
 def dense_training_forward(sae: SAEWeights, x: Tensor, *, l1_coefficient: float = 0.0,
                            dead_mask: Tensor | None = None, aux_k_coefficient: float = 1 / 32,
-                           aux_k: int | None = None) -> TrainStepOutput:
-    """Reference implementation with dense [batch, d_sae] tensors and plain autograd."""
+                           aux_k: int | None = None, l0_coefficient: float = 0.0,
+                           bandwidth: float = 0.05) -> TrainStepOutput:
+    """Reference implementation with dense [batch, d_sae] tensors and plain autograd (and
+    SAELens's straight-through estimators for jumprelu)."""
     x = x.reshape(-1, sae.d_in).to(sae.dtype)
+    arch = sae.cfg.architecture
     pre = sae.pre_activations(x)
-    if sae.cfg.architecture == "relu":
+    if arch == "relu":
         feats = torch.relu(pre)
-    else:
+    elif arch == "jumprelu":
+        feats = JumpReLUSTE.apply(pre, sae.threshold, bandwidth)
+    elif arch == "topk":
         vals, idx = pre.topk(sae.cfg.k, dim=-1, sorted=False)
         feats = torch.zeros_like(pre).scatter(-1, idx, vals.relu())
+    else:
+        feats = batch_topk(pre, sae.cfg.k)
     x_hat = feats @ sae.W_dec + sae.b_dec
     mse = (x_hat - x).pow(2).sum(-1).mean()
     zero = mse.new_zeros(())
-    sparsity, aux = zero, zero
-    if sae.cfg.architecture == "relu":
+    sparsity, aux, inner = zero, zero, zero
+    if arch == "relu":
         sparsity = l1_coefficient * (feats * sae.W_dec.norm(dim=1)).sum(-1).mean()
+    elif arch == "jumprelu":
+        sparsity = l0_coefficient * StepSTE.apply(pre, sae.threshold, bandwidth).sum(-1).mean()
     elif dead_mask is not None and (n_dead := int(dead_mask.sum())) > 0:
         k_aux, scale = _aux_k_scale(n_dead, aux_k or sae.d_in // 2)
         masked = torch.where(dead_mask[None], pre, float("-inf"))
@@ -87,11 +151,16 @@ def dense_training_forward(sae: SAEWeights, x: Tensor, *, l1_coefficient: float 
         a_feats = torch.zeros_like(pre).scatter(-1, a_idx, a_vals.relu())
         residual = (x - x_hat).detach()
         aux = aux_k_coefficient * scale * (a_feats @ sae.W_dec - residual).pow(2).sum(-1).mean()
+    if arch == "matryoshka_batchtopk":
+        for width in sae.cfg.matryoshka_widths[:-1]:
+            inner_hat = feats[:, :width] @ sae.W_dec[:width] + sae.b_dec
+            inner = inner + (inner_hat - x).pow(2).sum(-1).mean()
     with torch.no_grad():
         active = feats > 0
         l0 = active.sum(-1).float().mean()
         fired = active.any(0)
-    return step_output(mse=mse, sparsity=sparsity, aux=aux, l0=l0, fired=fired, x_hat=x_hat)
+    return step_output(mse=mse, sparsity=sparsity, aux=aux, l0=l0, fired=fired, x_hat=x_hat,
+                       inner=inner)
 
 
 # ---- fast paths ----------------------------------------------------------------------
@@ -211,28 +280,40 @@ class _TopKLoss(torch.autograd.Function):
         return grad_x, grad_W_enc, grad_b_enc, grad_W_dec, grad_b_dec, None, None, None
 
 
+def dead_columns(sae: SAEWeights, dead_mask: Tensor | None,
+                 aux_k_coefficient: float) -> Tensor | None:
+    """Indices of the dead features AuxK trains, or None when it has nothing to do."""
+    if dead_mask is None or aux_k_coefficient <= 0:
+        return None
+    dead_idx = dead_mask.to(sae.W_dec.device).nonzero().flatten()
+    return dead_idx if dead_idx.numel() > 0 else None
+
+
+def aux_k_loss(sae: SAEWeights, x: Tensor, x_hat: Tensor, pre_dead: Tensor,
+               dead_idx: Tensor | None, aux_k_coefficient: float, aux_k: int) -> Tensor:
+    """AuxK over the dead columns only (``pre_dead = pre[:, dead_idx]``, differentiable):
+    [N, n_dead] work instead of [N, d_sae]; the reference's loss exactly."""
+    if dead_idx is None:
+        return x_hat.new_zeros(())
+    k_aux, scale = _aux_k_scale(dead_idx.numel(), aux_k)
+    a_raw, loc = pre_dead.topk(k_aux, dim=1, sorted=False)
+    a_dead = torch.zeros_like(pre_dead).scatter(1, loc, a_raw.relu())
+    recon = a_dead @ sae.W_dec.index_select(0, dead_idx)
+    residual = (x - x_hat).detach()  # a constant target, as in the reference
+    return aux_k_coefficient * scale * (recon - residual).pow(2).sum(1).mean()
+
+
 def topk_training_forward(sae: SAEWeights, x: Tensor, dead_mask: Tensor | None,
                           aux_k_coefficient: float, aux_k: int) -> TrainStepOutput:
     x = x.to(sae.dtype)
     if sae.dtype not in FAST_DTYPES:
         return dense_training_forward(sae, x, dead_mask=dead_mask,
                                       aux_k_coefficient=aux_k_coefficient, aux_k=aux_k)
-    dead_idx = None
-    if dead_mask is not None and aux_k_coefficient > 0:
-        dead_idx = dead_mask.to(sae.device).nonzero().flatten()
-        dead_idx = dead_idx if dead_idx.numel() > 0 else None
+    dead_idx = dead_columns(sae, dead_mask, aux_k_coefficient)
     mse, x_hat, idx, acts, pre_dead = _TopKLoss.apply(
         x, sae.W_enc, sae.b_enc, sae.W_dec, sae.b_dec, sae.cfg.k,
         sae.cfg.apply_b_dec_to_input, dead_idx)
-    aux = mse.new_zeros(())
-    if dead_idx is not None:
-        # AuxK over the dead columns only: [N, n_dead] work instead of [N, d_sae].
-        k_aux, scale = _aux_k_scale(dead_idx.numel(), aux_k)
-        a_raw, loc = pre_dead.topk(k_aux, dim=1, sorted=False)
-        a_dead = torch.zeros_like(pre_dead).scatter(1, loc, a_raw.relu())
-        recon = a_dead @ sae.W_dec.index_select(0, dead_idx)
-        residual = (x - x_hat).detach()  # a constant target, as in the reference
-        aux = aux_k_coefficient * scale * (recon - residual).pow(2).sum(1).mean()
+    aux = aux_k_loss(sae, x, x_hat, pre_dead, dead_idx, aux_k_coefficient, aux_k)
     with torch.no_grad():
         active = acts > 0
         l0 = active.sum(1).float().mean()

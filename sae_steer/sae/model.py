@@ -4,20 +4,24 @@
     pre    = sae_in @ W_enc + b_enc          [..., d_sae]
     feats  = relu(pre)                       ("relu")
            | relu(top-k of pre), 0 elsewhere ("topk")
-           | relu(pre) * (pre > threshold)   ("jumprelu"; threshold [d_sae])
+           | relu(pre) * (pre > threshold)   ("jumprelu", "batchtopk", "matryoshka_batchtopk";
+                                              threshold [d_sae])
     x_hat  = feats @ W_dec + b_dec           [..., d_in]
 
 ``W_dec[i]`` is feature i's direction (what steering adds); ``decode(onehot_i)`` is
 ``W_dec[i] + b_dec`` -- not the same thing, on purpose (see ``feature_direction``).
 
-``jumprelu`` is SAELens's JumpReLU SAE for inference, and the form SAELens saves its
-BatchTopK and Matryoshka BatchTopK SAEs in (one threshold shared by every feature). We load
-and run those; we do not train them (``training_forward`` refuses).
+``jumprelu`` is SAELens's JumpReLU SAE: its ``threshold`` is a parameter, learned per
+feature. ``batchtopk`` and ``matryoshka_batchtopk`` train on the batch's top ``k * batch``
+activations and run at inference as JumpReLU with one threshold, estimated while training,
+for every feature (a buffer, not a parameter); SAELens saves them as JumpReLU SAEs, and so
+does ``io.py``.
 
-Training goes through ``training_forward``: for ``topk`` it never builds the dense
-``[batch, d_sae]`` activations or their gradients. Only the encoder matmul is dense; the
-decoder reads k rows per token and the backward pass touches only the selected
-columns/rows (see ``kernels.py``). Save/load in SAELens's format lives in ``io.py``.
+Training goes through ``training_forward``. Only the encoder matmul is dense once the codes
+are sparse: the decoder reads the active (token, feature) entries and the backward pass
+touches only their columns/rows (``kernels.py`` for topk, ``relu_kernel.py``,
+``jumprelu_kernel.py``, ``batchtopk_kernel.py``; each tested equal to plain autograd).
+Save/load in SAELens's format lives in ``io.py``.
 Knows only torch (+ safetensors via io.py): no language-model code here.
 """
 from __future__ import annotations
@@ -32,13 +36,17 @@ import torch
 from jaxtyping import Bool, Float
 from torch import Tensor, nn
 
-from sae_steer.config import SAEConfig
+from sae_steer.config import SAEConfig, TrainConfig
+from sae_steer.config.sae import THRESHOLDED, TOPK_FAMILY
+from sae_steer.sae import batchtopk_kernel, jumprelu_kernel, kernels, relu_kernel
 from sae_steer.sae import io as sae_io
-from sae_steer.sae import kernels, relu_kernel
 from sae_steer.sae.kernels import TrainStepOutput
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16,
            "bfloat16": torch.bfloat16, "float64": torch.float64}
+JUMPRELU_INIT_THRESHOLD = 0.01
+"""A new jumprelu SAE's threshold, in the units of the scaled inputs training sees
+(SAELens's ``jumprelu_init_threshold`` default); resampled features start from it again."""
 
 
 def _default_device() -> str:
@@ -83,11 +91,12 @@ def _seeded(seed: int | None, device: torch.device) -> Iterator[None]:
 
 
 class SAE(nn.Module):
-    """A ReLU, TopK or JumpReLU sparse autoencoder built from an :class:`SAEConfig`.
+    """A ReLU, TopK, JumpReLU, BatchTopK or Matryoshka BatchTopK sparse autoencoder built
+    from an :class:`SAEConfig`.
 
-    A JumpReLU SAE has one more parameter, ``threshold [d_sae]``: feature i is zero unless
-    its pre-activation exceeds ``threshold[i]``, so it never takes a value in
-    ``(0, threshold[i]]``. Clamping (``steer.clamping``) acts on the feature's output value,
+    A JumpReLU SAE has one more parameter, ``threshold [d_sae]`` (a BatchTopK pair has it as
+    a buffer): feature i is zero unless its pre-activation exceeds ``threshold[i]``, so it
+    never takes a value in ``(0, threshold[i]]``. Clamping (``steer.clamping``) acts on the feature's output value,
     as for the other architectures: it adds ``(value - f_i) * W_dec[i]``, whatever the
     threshold. A clamp value inside ``(0, threshold[i]]`` is therefore written as given,
     although the encoder itself would never produce it; clamp to 0 to switch a feature off.
@@ -112,24 +121,26 @@ class SAE(nn.Module):
         #   L0 10.5 and CE increase 0.10 nats shrunk, 0.783 at L0 19.3 and 0.35 not.
         # The long run decides: the first steps' dip is gone long before any run worth
         # using ends, while the unshrunk start still costs at the end, in both EV and L0.
-        # topk is not shrunk: only k features fire, so it has no such overshoot.
+        # The topk family is not shrunk: only k features per token fire, so it has no such
+        # overshoot; jumprelu is (it starts as relu does, its thresholds near 0).
         with _seeded(seed, device):
             W_dec = torch.randn(cfg.d_sae, cfg.d_in, device=device, dtype=torch.float32)
         W_dec /= W_dec.norm(dim=1, keepdim=True)
         # a copy even where W_dec.T is already contiguous (d_in == 1): two parameters must
         # not share storage
         W_enc = W_dec.T.clone(memory_format=torch.contiguous_format).to(dtype)
-        if cfg.architecture != "topk":  # in the parameter dtype, as the cached SAEs were
+        if cfg.architecture not in TOPK_FAMILY:  # in the parameter dtype, as cached SAEs were
             W_enc.mul_(min(1.0, 2 * cfg.d_in / cfg.d_sae))
         self.W_enc = nn.Parameter(W_enc)
         self.b_enc = nn.Parameter(torch.zeros(cfg.d_sae, device=device, dtype=dtype))
         self.W_dec = nn.Parameter(W_dec.to(dtype))
         self.b_dec = nn.Parameter(torch.zeros(cfg.d_in, device=device, dtype=dtype))
-        if cfg.architecture == "jumprelu":
-            # Registered only here: relu/topk state dicts and saved files stay as they were.
-            # Zeros make a fresh jumprelu SAE compute exactly the relu SAE of the same seed
-            # (its weights start as relu's do); loading replaces them with learned thresholds.
-            self.threshold = nn.Parameter(torch.zeros(cfg.d_sae, device=device, dtype=dtype))
+        # Registered only for these: relu/topk state dicts and saved files stay as they were.
+        if cfg.architecture == "jumprelu":  # learned by the optimizer
+            self.threshold = nn.Parameter(torch.full(
+                (cfg.d_sae,), JUMPRELU_INIT_THRESHOLD, device=device, dtype=dtype))
+        elif cfg.architecture in THRESHOLDED:  # followed from the batches, not by gradient
+            self.register_buffer("threshold", torch.zeros(cfg.d_sae, device=device, dtype=dtype))
         self.log_feature_sparsity: Tensor | None = None
         """log10 firing frequency per feature, set by the trainer; written by ``save``."""
 
@@ -179,7 +190,7 @@ class SAE(nn.Module):
         pre = self.pre_activations(x)
         if self.cfg.architecture == "relu":
             return torch.relu(pre)
-        if self.cfg.architecture == "jumprelu":
+        if self.cfg.architecture in THRESHOLDED:
             # SAELens's JumpReLUSAE.encode op for op: relu, then zero where pre <= threshold
             # (the relu keeps a negative threshold from letting negative values through).
             return torch.relu(pre) * (pre > self.threshold).to(pre.dtype)
@@ -203,25 +214,33 @@ class SAE(nn.Module):
         x: Float[Tensor, "batch d_in"],
         *,
         l1_coefficient: float = 0.0,
+        l0_coefficient: float = 0.0,
         dead_mask: Bool[Tensor, "d_sae"] | None = None,
-        aux_k_coefficient: float = 1 / 32,
+        aux_k_coefficient: float = TrainConfig.aux_k_coefficient,
         aux_k: int | None = None,
+        bandwidth: float = TrainConfig.jumprelu_bandwidth,
+        threshold_lr: float = TrainConfig.topk_threshold_lr,
     ) -> TrainStepOutput:
         """Losses for one batch of activations (leading dims are flattened to tokens).
 
         relu: MSE + l1_coefficient * sum_i feats_i * ||W_dec[i]|| (weighted by the row
-        norm so shrinking W_dec cannot buy sparsity). topk: MSE + AuxK, where the aux_k
-        (default d_in // 2) largest pre-activations among ``dead_mask`` features
-        reconstruct the residual error ``x - x_hat`` (Gao et al. 2024, appendix A.2),
-        scaled down by min(n_dead / aux_k, 1) when few features are dead.
+        norm so shrinking W_dec cannot buy sparsity). jumprelu: MSE + l0_coefficient * the
+        number of active features, the thresholds trained through the straight-through
+        estimator of ``bandwidth`` (kept >= 0, as SAELens does). topk, batchtopk and
+        matryoshka_batchtopk: MSE (+ the inner prefixes' MSEs) + AuxK, where the aux_k
+        (default d_in // 2) largest pre-activations among ``dead_mask`` features reconstruct
+        the residual error ``x - x_hat`` (Gao et al. 2024, appendix A.2), scaled down by
+        min(n_dead / aux_k, 1) when few features are dead. batchtopk and
+        matryoshka_batchtopk also move their inference threshold ``threshold_lr`` of the way
+        to the smallest activation the batch kept.
         """
-        self.cfg.check_trainable()
-        if l1_coefficient < 0:
-            raise ValueError(f"l1_coefficient must be >= 0, got {l1_coefficient}")
+        for name, value in (("l1_coefficient", l1_coefficient),
+                            ("l0_coefficient", l0_coefficient),
+                            ("aux_k_coefficient", aux_k_coefficient)):
+            if value < 0:
+                raise ValueError(f"{name} must be >= 0, got {value}")
         if aux_k is not None and (not isinstance(aux_k, int) or aux_k <= 0):
             raise ValueError(f"aux_k must be a positive integer or None (d_in // 2), got {aux_k!r}")
-        if aux_k_coefficient < 0:
-            raise ValueError(f"aux_k_coefficient must be >= 0, got {aux_k_coefficient}")
         if x.shape[-1] != self.d_in:
             raise ValueError(f"expected activations of width d_in={self.d_in} in the last "
                              f"dimension, got shape {tuple(x.shape)}")
@@ -231,10 +250,23 @@ class SAE(nn.Module):
                              f"got {tuple(dead_mask.shape)}")
         if dead_mask is not None:
             dead_mask = dead_mask.to(self.device, torch.bool)
-        if self.cfg.architecture == "topk":
-            return kernels.topk_training_forward(
-                self, x, dead_mask, aux_k_coefficient,
-                aux_k if aux_k is not None else self.d_in // 2)
+        arch = self.cfg.architecture
+        aux_k = aux_k if aux_k is not None else self.d_in // 2
+        if arch == "topk":
+            return kernels.topk_training_forward(self, x, dead_mask, aux_k_coefficient, aux_k)
+        if arch == "jumprelu":
+            with torch.no_grad():
+                # a projection, not a clamp in the graph (which would pin a threshold
+                # reaching 0 there for good): a negative one would pass negative values
+                self.threshold.clamp_(min=0.0)
+            return jumprelu_kernel.jumprelu_training_forward(self, x, l0_coefficient, bandwidth)
+        if arch in TOPK_FAMILY:
+            out, kept_min = batchtopk_kernel.batchtopk_training_forward(
+                self, x, dead_mask, aux_k_coefficient, aux_k)
+            with torch.no_grad():  # an exponential moving average, skipped when none was kept
+                moved = torch.lerp(self.threshold, kept_min.to(self.dtype), threshold_lr)
+                self.threshold.copy_(torch.where(torch.isfinite(kept_min), moved, self.threshold))
+            return out
         return relu_kernel.relu_training_forward(self, x, l1_coefficient)
 
     @torch.no_grad()

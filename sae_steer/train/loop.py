@@ -1,9 +1,9 @@
 """Train an SAE over an iterator of activation batches. Knows nothing about models.
 
     for each step: x = next batch * scale
-                   loss = sae.training_forward(x, l1 (warmed up), dead_mask)
+                   loss = sae.training_forward(x, L1 / L0 (warmed up), dead_mask)
                    Adam step (LR warm-up / decay), sae.normalize_decoder_()
-                   relu: every resample_every steps, re-initialise dead features
+                   relu, jumprelu: every resample_every steps, re-initialise dead features
                    every log_every steps: metrics (+ eval_fn, e.g. CE increase)
                    every checkpoint_every steps: atomic checkpoint
 
@@ -31,7 +31,9 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from sae_steer.config import TrainConfig
+from sae_steer.config.sae import TOPK_FAMILY
 from sae_steer.sae import SAE, TrainStepOutput
+from sae_steer.sae.model import JUMPRELU_INIT_THRESHOLD
 from sae_steer.sae.precision import tf32_matmuls
 from sae_steer.train import checkpoint
 from sae_steer.train.checkpoint import TrainState
@@ -111,7 +113,6 @@ def train(
     """
     if resume and checkpoint_dir is None:
         raise ValueError("resume=True needs checkpoint_dir (where the checkpoints are)")
-    sae.cfg.check_trainable()  # before the first batch is read
     cfg = cfg.resolved(sae.d_sae)  # auto lr and schedules, made concrete for this run
     optimizer = torch.optim.Adam(sae.parameters(), lr=cfg.lr,
                                  betas=(cfg.adam_beta1, cfg.adam_beta2))
@@ -153,15 +154,16 @@ def train(
                        state.scale or 1.0, start_step)
 
 
-def schedules(step: int, cfg: TrainConfig) -> tuple[float, float]:
-    """(learning rate, L1 coefficient) for 0-based ``step``: linear warm-ups, linear LR decay."""
+def schedules(step: int, cfg: TrainConfig, architecture: str = "relu") -> tuple[float, float]:
+    """(learning rate, sparsity coefficient) for 0-based ``step``: linear warm-ups, linear
+    LR decay. The coefficient is ``architecture``'s (``TrainConfig.sparsity_coefficient``)."""
     lr = cfg.lr
     if step < cfg.lr_warmup_steps:
         lr *= (step + 1) / cfg.lr_warmup_steps
     decay_start = cfg.n_steps - cfg.lr_decay_steps
     if cfg.lr_decay_steps and step >= decay_start:
         lr *= (cfg.n_steps - step) / cfg.lr_decay_steps
-    l1 = cfg.l1_coefficient
+    l1 = cfg.sparsity_coefficient(architecture)
     if step < cfg.l1_warmup_steps:
         l1 *= (step + 1) / cfg.l1_warmup_steps
     return lr, l1
@@ -174,15 +176,18 @@ def _step(sae: SAE, optimizer: torch.optim.Optimizer, x: Tensor, state: TrainSta
     if state.scale is None:  # first batch: pick the scale giving mean ||x||^2 = d_in
         state.scale = _input_scale(x, comm) if cfg.normalize_activations else 1.0
     x = x * state.scale
-    lr, l1 = schedules(state.step, cfg)
+    arch = sae.cfg.architecture
+    lr, coefficient = schedules(state.step, cfg, arch)
     for group in optimizer.param_groups:
         group["lr"] = lr
-    topk = sae.cfg.architecture == "topk"
+    topk = arch in TOPK_FAMILY
     with tf32_matmuls(cfg.tf32):  # only the SAE's work: the setting is process-wide
         out = comm.forward(
-            sae, x, l1_coefficient=l1,
+            sae, x, l1_coefficient=coefficient if arch == "relu" else 0.0,
+            l0_coefficient=coefficient if arch == "jumprelu" else 0.0,
             dead_mask=state.steps_since_fired >= cfg.dead_after_steps if topk else None,
-            aux_k_coefficient=cfg.aux_k_coefficient if topk else 0.0)
+            aux_k_coefficient=cfg.aux_k_coefficient if topk else 0.0,
+            bandwidth=cfg.jumprelu_bandwidth, threshold_lr=cfg.topk_threshold_lr)
         # both checks in one host sync (and one reduction over ranks), before any weight moves
         bad = comm.all_sum(torch.stack([~torch.isfinite(x).all(), ~torch.isfinite(out.loss)]).long())
         if bad.any():
@@ -225,7 +230,8 @@ def resample_dead(sae: SAE, optimizer: torch.optim.Optimizer, x: Float[Tensor, "
     Inputs are drawn with probability proportional to their squared error (Anthropic's
     "Towards Monosemanticity" recipe, with the residual ``x - x_hat`` as the direction):
     decoder row = unit residual, encoder column = that row scaled to 0.2 * the mean alive
-    encoder norm, bias 0, and the Adam moments of those entries reset.
+    encoder norm, bias 0 (a jumprelu threshold back to its initial value), and the Adam
+    moments of those entries reset.
     """
     idx = dead.nonzero().squeeze(-1)
     if len(idx) == 0:
@@ -244,8 +250,11 @@ def resample_dead(sae: SAE, optimizer: torch.optim.Optimizer, x: Float[Tensor, "
     sae.W_dec[idx] = directions
     sae.W_enc[:, idx] = directions.T * (0.2 * enc_norm)
     sae.b_enc[idx] = 0.0
-    for param, index in ((sae.W_dec, (idx,)), (sae.W_enc, (slice(None), idx)),
-                         (sae.b_enc, (idx,))):
+    reset = [(sae.W_dec, (idx,)), (sae.W_enc, (slice(None), idx)), (sae.b_enc, (idx,))]
+    if sae.cfg.architecture == "jumprelu":
+        sae.threshold[idx] = JUMPRELU_INIT_THRESHOLD
+        reset.append((sae.threshold, (idx,)))
+    for param, index in reset:
         for moment in ("exp_avg", "exp_avg_sq"):
             if moment in optimizer.state.get(param, {}):
                 optimizer.state[param][moment][index] = 0.0
@@ -257,7 +266,8 @@ def _log(sae: SAE, out: TrainStepOutput, x: Tensor, state: TrainState, cfg: Trai
          eval_fn: EvalFn | None, comm: Collectives = ONE_PROCESS) -> dict[str, float]:
     """Append one metrics row (on this step's batch, in the scaled space) and return it.
     Across ranks each figure is of the global batch (the means are means of the ranks')."""
-    lr, l1 = schedules(state.step - 1, cfg)
+    arch = sae.cfg.architecture
+    lr, coefficient = schedules(state.step - 1, cfg, arch)
     wide = torch.promote_types(out.loss.dtype, torch.float32)  # no rounding of any figure
     means = comm.mean(torch.cat([  # one reduction for all of them
         torch.stack([out.loss.detach(), out.mse_loss, out.l0]).to(wide),
@@ -267,7 +277,8 @@ def _log(sae: SAE, out: TrainStepOutput, x: Tensor, state: TrainState, cfg: Trai
     state.freq_sum += freq
     row = {
         "step": state.step, "tokens": state.step * cfg.batch_size, "lr": lr,
-        "l1_coefficient": l1, "loss": loss, "mse": mse,
+        "l0_coefficient" if arch == "jumprelu" else "l1_coefficient": coefficient,
+        "loss": loss, "mse": mse,
         "explained_variance": explained_variance(x, out.x_hat, comm),
         "l0": l0,
         "dead_fraction": (state.steps_since_fired >= cfg.dead_after_steps).float().mean().item(),
@@ -307,11 +318,14 @@ def _short(row: dict[str, float]) -> dict[str, str]:
 def _finish(sae: SAE, state: TrainState) -> None:
     """Fold the input scale into the biases and record firing frequencies.
 
-    Trained on x*s: for s > 0, relu/topk commute with scaling, so the SAE for x has the
-    same W_enc/W_dec (still unit rows) and b_enc/s, b_dec/s; feats come out divided by s.
+    Trained on x*s: for s > 0, every architecture commutes with scaling (a threshold
+    scaled with its pre-activation), so the SAE for x has the same W_enc/W_dec (still unit
+    rows) and b_enc/s, b_dec/s, threshold/s; feats come out divided by s.
     """
     scale = state.scale or 1.0
     sae.b_enc.div_(scale)
     sae.b_dec.div_(scale)
+    if hasattr(sae, "threshold"):
+        sae.threshold.div_(scale)
     n_logs = max(len(state.history), 1)
     sae.log_feature_sparsity = (state.freq_sum / n_logs).clamp_min(1e-10).log10().to(sae.dtype)

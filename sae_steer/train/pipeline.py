@@ -66,7 +66,6 @@ def fit_sae(
                          f"{type(sae_cfg).__name__} and {type(train_cfg).__name__}")
     if isinstance(texts, str):
         raise ValueError("texts must be an iterable of strings, not one string")
-    sae_cfg.check_trainable()  # before the harvest, not at the first step after it
     check_sae_fits(model, sae_cfg, hook_name)
     if train_cfg.context_size > model.cfg.n_ctx:
         raise ValueError(f"context_size={train_cfg.context_size} is longer than the model's "
@@ -131,10 +130,17 @@ def ce_increase_fn(model: HookedTransformer, texts: list[str], hook_name: str,
 # --- cache ------------------------------------------------------------------------------
 
 
-_KEYED_WHEN_SET = {"tf32": False}
-"""TrainConfig fields added after entries were cached, whose default leaves the weights as
-they were: they join the key only when set, so those entries (the reference SAE's among
-them) keep their keys."""
+_KEYED_WHEN_SET = ("tf32", "l0_coefficient", "jumprelu_bandwidth", "topk_threshold_lr",
+                   "matryoshka_widths")
+"""Config fields added after entries were cached: at their defaults they leave every
+earlier SAE as it was, so they join the key only when set away from them, and those entries
+(the reference SAE's among them) keep their keys."""
+
+
+def _keyed(cfg: SAEConfig | TrainConfig) -> dict:
+    defaults = {f.name: f.default for f in dataclasses.fields(cfg)}
+    return {k: v for k, v in cfg.to_dict().items()
+            if not (k in _KEYED_WHEN_SET and v == defaults[k])}
 
 
 def cache_key(model: HookedTransformer, hook_name: str, sae_cfg: SAEConfig,
@@ -145,9 +151,8 @@ def cache_key(model: HookedTransformer, hook_name: str, sae_cfg: SAEConfig,
     Texts are identified by ``sae_cfg.dataset_path``: give different text sources
     different dataset_path values, or they share a cache entry.
     """
-    cfg = {k: v for k, v in sae_cfg.to_dict().items() if k != "device"}
-    train = {k: v for k, v in train_cfg.to_dict().items()
-             if not (k in _KEYED_WHEN_SET and v == _KEYED_WHEN_SET[k])}
+    cfg = {k: v for k, v in _keyed(sae_cfg).items() if k != "device"}
+    train = _keyed(train_cfg)
     model_key = f"{model_name(model)}:{model_fingerprint(model)[:16]}"
     blob = json.dumps({"version": _CACHE_VERSION, "model": model_key,
                        "hook": hook_name, "sae": cfg, "train": train},

@@ -1,5 +1,6 @@
 """JumpReLU SAEs: hand-set thresholds, the relu/topk parameters left as they were, the
-threshold through decoder normalisation and save/load. SAELens parity: test_sae_lens_compat."""
+threshold through decoder normalisation and save/load. SAELens parity: test_sae_lens_compat;
+training: test_architectures."""
 from __future__ import annotations
 
 import pytest
@@ -9,6 +10,7 @@ from safetensors.torch import load_file, save_file
 from builders import identity_sae, make_sae
 from sae_steer.config import SAEConfig
 from sae_steer.sae import SAE
+from sae_steer.sae.model import JUMPRELU_INIT_THRESHOLD
 
 
 def test_identity_jumprelu_zeroes_what_does_not_exceed_the_threshold():
@@ -21,13 +23,14 @@ def test_identity_jumprelu_zeroes_what_does_not_exceed_the_threshold():
     assert torch.equal(sae(x), torch.tensor([[1.0, 0.0, 0.0, 0.0]]))
 
 
-def test_fresh_jumprelu_is_the_relu_sae_of_the_same_seed():
+def test_fresh_jumprelu_is_the_relu_sae_of_the_same_seed_above_its_initial_threshold():
     cfg = dict(d_in=6, d_sae=20, device="cpu")
     relu = SAE(SAEConfig(**cfg), seed=3)
     jump = SAE(SAEConfig(architecture="jumprelu", **cfg), seed=3)
-    assert torch.equal(jump.threshold, torch.zeros(20))
+    assert torch.equal(jump.threshold, torch.full((20,), JUMPRELU_INIT_THRESHOLD))
     x = torch.randn(10, 6)
-    assert torch.equal(jump.encode(x), relu.encode(x))
+    feats = relu.encode(x)
+    assert torch.equal(jump.encode(x), feats * (feats > JUMPRELU_INIT_THRESHOLD))
 
 
 @pytest.mark.parametrize("arch", ["relu", "topk"])
@@ -54,25 +57,9 @@ def test_normalize_decoder_scales_the_thresholds_and_keeps_the_function():
     torch.testing.assert_close(sae(x), out)
 
 
-def test_training_is_refused_with_what_to_do(tok_model, monkeypatch):
-    with pytest.raises(ValueError, match="does not train jumprelu.*SAELens"):
-        make_sae(arch="jumprelu").training_forward(torch.randn(4, 16))
-    from sae_steer.config import TrainConfig
-    from sae_steer.train import loop, pipeline
-
-    def never(*args, **kwargs):
-        raise AssertionError("refused only after reading activations")
-
-    with pytest.raises(ValueError, match="does not train jumprelu"):
-        loop.train(make_sae(arch="jumprelu"), map(never, [0]), TrainConfig(), progress=False)
-    monkeypatch.setattr(pipeline, "harvest", never)
-    with pytest.raises(ValueError, match="does not train jumprelu"):  # before the harvest
-        pipeline.fit_sae(tok_model, ["a story"] * 40, "blocks.0.hook_resid_post",
-                         SAEConfig(d_in=16, d_sae=8, architecture="jumprelu"), TrainConfig())
-
-
 def test_config_lists_the_architectures():
-    with pytest.raises(ValueError, match="one of 'relu', 'topk', 'jumprelu', got 'gated'"):
+    with pytest.raises(ValueError, match="one of 'relu', 'topk', 'jumprelu', 'batchtopk', "
+                       "'matryoshka_batchtopk', got 'gated'"):
         SAEConfig(d_in=4, d_sae=4, architecture="gated")
 
 

@@ -85,11 +85,13 @@ def _jump_matters(sae, x):
 
 
 @pytest.mark.parametrize("arch, cls", [("relu", StandardSAE), ("topk", TopKSAE),
-                                       ("jumprelu", JumpReLUSAE)])
+                                       ("jumprelu", JumpReLUSAE), ("batchtopk", JumpReLUSAE),
+                                       ("matryoshka_batchtopk", JumpReLUSAE)])
 @pytest.mark.parametrize("apply_b_dec", [True, False])
 def test_sae_lens_loads_ours(tmp_path, arch, cls, apply_b_dec):
+    """Ours as SAELens loads them; the BatchTopK pair as JumpReLU, as SAELens saves its own."""
     ours = _ours(arch, apply_b_dec_to_input=apply_b_dec)
-    if arch == "jumprelu":
+    if hasattr(ours, "threshold"):
         _random_thresholds(ours)
         assert _jump_matters(ours, torch.randn(16, D_IN))
     ours.save(tmp_path)
@@ -100,9 +102,13 @@ def test_sae_lens_loads_ours(tmp_path, arch, cls, apply_b_dec):
     assert theirs.cfg.apply_b_dec_to_input == apply_b_dec
     if arch == "topk":
         assert theirs.cfg.k == K
-    for name, param in ours.named_parameters():  # threshold too, for jumprelu
+    for name, param in [*ours.named_parameters(), *ours.named_buffers()]:  # + threshold
         assert torch.equal(getattr(theirs, name), param), name
     _assert_same_outputs(ours, theirs, torch.randn(16, D_IN))
+    if arch in ("batchtopk", "matryoshka_batchtopk"):  # and back here, as what it is
+        again = SAE.load(tmp_path, device="cpu")
+        assert again.cfg == ours.cfg.replace(device="cpu")
+        _assert_same_outputs(again, theirs, torch.randn(16, D_IN))
 
 
 def test_we_load_sae_lens_standard(tmp_path):
