@@ -10,6 +10,8 @@ side's own recipe run by its own trainer, on any device.
     python bench/train_vs_saelens.py --options tf32 bfloat16   # + sae_steer's speed options
     # docs/benchmarks.md's relu run (67 min on 2 CPU cores): both sides at held-out L0 30
     python bench/train_vs_saelens.py --calibrate-l0 30 --l1-ours 3.97 --l1-saelens 3.97
+    # the newer architectures: jumprelu (L0 coefficient calibrated), batchtopk, matryoshka
+    python bench/train_vs_saelens.py --arch new --calibrate-l0 30    # --arch all: the five
 
 **Data** (identical batches for both sides: batch i is generated from seed (seed, i)). A
 ground-truth dictionary of ``--n-true`` (10,000) random unit directions in d_in 768.
@@ -37,12 +39,19 @@ seed sae_steer's randn-initialised decoder would *be* the true dictionary.
   over the last 20 % of steps to lr / 10, L1 warm-up over the first 5 %) and its defaults
   otherwise: dead_feature_window 1,000 steps, decoder_init_norm 0.1,
   normalize_activations "none", topk with
-  rescale_acts_by_decoder_norm=True and dense activations. (Without the L1 warm-up, its
+  rescale_acts_by_decoder_norm=True and dense activations. Its JumpReLU SAE
+  (``JumpReLUTrainingSAE``): step L0 loss, jumprelu_init_threshold 0.01, bandwidth 0.05,
+  no L0 warm-up, the threshold trained directly; its BatchTopK and Matryoshka BatchTopK SAEs
+  (``BatchTopKTrainingSAE``, ``MatryoshkaBatchTopKTrainingSAE``): topk_threshold_lr 0.01,
+  the AuxK loss of its topk SAE, no matryoshka AuxK. (Without the L1 warm-up, its
   config default, its ReLU SAE at the L1 that L0 30 needs does not train on this data: at
   L1 10 and 14.5 it ended at the same L0 43 and EV -0.03.)
 - Shared (all that either side is given): the budget, batch 4096, Adam (torch.optim.Adam,
   not fused) with lr ``--lr`` (4e-4) and betas (0.9, 0.999), AuxK coefficient 1/32 (Gao
-  et al.), k 32 for topk, the relu L1 coefficient.
+  et al.), k 32 for topk, batchtopk and matryoshka_batchtopk (a mean of 32 per token over
+  the batch for the last two), the relu L1 coefficient, the jumprelu L0 coefficient, and
+  the matryoshka widths d_sae / 8, / 4, / 2 and d_sae (10,000: 1,250, 2,500, 5,000,
+  10,000; ``matryoshka_widths``).
   Gradient clipping on both: SAELens's trainer always clips the gradient norm to 1.0, so
   sae_steer's optimiser gets the same clip (an optimiser step pre-hook during its run).
 - Sparsity: relu L1 coefficients ``--l1-ours`` / ``--l1-saelens`` (printed). The same L1
@@ -52,7 +61,9 @@ seed sae_steer's randn-initialised decoder would *be* the true dictionary.
   probe a run of ``--calib-tokens`` (default: the whole budget, so the accepted probe *is*
   the measured run), until a probe's held-out L0 is within 15 % of the target (at most
   ``--calib-probes``); every probe is printed. The defaults of ``--l1-*`` are the starting
-  points of that search. topk has k = 32 on both.
+  points of that search. jumprelu's (step) L0 coefficients ``--l0-ours`` /
+  ``--l0-saelens`` are searched the same way, each side on its own, from both sides'
+  default 1.0. topk has k = 32 on both, and so have batchtopk and matryoshka_batchtopk.
 
 **Timing**: the batch iterator stamps the time between handing a batch out and being
 asked for the next one, with the device synchronised at both stamps (on a GPU a clock read
@@ -60,13 +71,19 @@ alone times kernel launches): that is the trainer's step (data generation is not
 tokens/s = batch / median step time over the steps after ``--warmup`` (5 on a CPU, 20 on a
 GPU). ``--options tf32 bfloat16`` adds sae_steer runs with ``TrainConfig(tf32=True)`` and
 ``SAEConfig(dtype="bfloat16")`` on the same batches, each with its EV gap. The runs are
-sequential, ordered sae_steer relu, SAELens relu, SAELens topk, sae_steer topk, so a slow
-drift of the machine's load hits both sides alike.
+sequential, ordered sae_steer relu, SAELens relu, SAELens topk, sae_steer topk (the
+calibrated jumprelu as relu, sae_steer first; batchtopk and matryoshka_batchtopk as topk),
+so a slow drift of the machine's load hits both sides alike.
 
 **Quality** after the budget, on the held-out set, in the raw activation space: explained
 variance (1 - SSE / variance around the mean), L0, dead fraction (features firing on no
 held-out token) and recovery (for each true direction, the max cosine similarity to any
-decoder row, averaged over the true directions).
+decoder row, averaged over the true directions). BatchTopK and Matryoshka BatchTopK are
+measured with their inference encoder, not the batch-wide top-k of training: SAELens saves
+them as JumpReLU SAEs whose every threshold is the ``topk_threshold`` learned in training,
+and the bench encodes SAELens's side exactly so (``batchtopk_inference_encode``, tested
+equal to the saved SAE); sae_steer's ``sae.encode`` is the same rule with its own learned
+threshold.
 """
 from __future__ import annotations
 
@@ -82,6 +99,18 @@ os.environ.setdefault("TQDM_DISABLE", "1")  # SAELens's trainer always draws a p
 import torch  # noqa: E402
 from torch.optim.optimizer import register_optimizer_step_pre_hook  # noqa: E402
 from sae_lens.config import SAETrainerConfig  # noqa: E402
+from sae_lens.saes.batchtopk_sae import (  # noqa: E402
+    BatchTopKTrainingSAE,
+    BatchTopKTrainingSAEConfig,
+)
+from sae_lens.saes.jumprelu_sae import (  # noqa: E402
+    JumpReLUTrainingSAE,
+    JumpReLUTrainingSAEConfig,
+)
+from sae_lens.saes.matryoshka_batchtopk_sae import (  # noqa: E402
+    MatryoshkaBatchTopKTrainingSAE,
+    MatryoshkaBatchTopKTrainingSAEConfig,
+)
 from sae_lens.saes.standard_sae import (  # noqa: E402
     StandardTrainingSAE,
     StandardTrainingSAEConfig,
@@ -90,10 +119,21 @@ from sae_lens.saes.topk_sae import TopKTrainingSAE, TopKTrainingSAEConfig  # noq
 from sae_lens.training.sae_trainer import SAETrainer  # noqa: E402
 
 from sae_steer.config import SAEConfig, TrainConfig  # noqa: E402
+from sae_steer.config import sae as sae_config  # noqa: E402
 from sae_steer.sae import SAE  # noqa: E402
 from sae_steer.train import train  # noqa: E402
 
 D_IN, TRUE_L0, NOISE, K, AUX_K_COEF = 768, 30.0, 0.1, 32, 1 / 32
+ARCHS = ("relu", "topk", "jumprelu", "batchtopk", "matryoshka_batchtopk")
+GROUPS = {"both": ("relu", "topk"), "new": ARCHS[2:], "all": ARCHS}
+K_ARCHS = ("topk", "batchtopk", "matryoshka_batchtopk")  # k = K on both sides
+COEF = {"relu": ("l1", "L1"), "jumprelu": ("l0", "L0 coefficient")}  # the calibrated ones
+
+
+def matryoshka_widths(d_sae: int) -> tuple[int, ...]:
+    """The nested levels, the same on both sides: d_sae / 8, / 4, / 2 and d_sae (rounded),
+    each level doubling the one inside it (10,000: 1,250, 2,500, 5,000, 10,000)."""
+    return tuple(round(d_sae / 2 ** i) for i in (3, 2, 1)) + (d_sae,)
 
 
 # ---- ground truth ------------------------------------------------------------------------
@@ -186,13 +226,18 @@ def run_ours(arch: str, data: TimedBatches, args, steps: int, option: str = "fp3
     """``option``: ``fp32`` (the default), ``tf32`` (TrainConfig.tf32) or ``bfloat16``
     (SAEConfig.dtype): sae_steer's own speed options, measured beside its fp32 row."""
     torch.manual_seed(0)
+    extra = {"matryoshka_widths": matryoshka_widths(args.d_sae)} \
+        if arch == "matryoshka_batchtopk" else {}
     sae = SAE(SAEConfig(d_in=D_IN, d_sae=args.d_sae, architecture=arch,
-                        k=K if arch == "topk" else None, device=str(args.device),
-                        dtype="bfloat16" if option == "bfloat16" else "float32"), seed=0)
+                        k=K if arch in K_ARCHS else None, device=str(args.device),
+                        dtype="bfloat16" if option == "bfloat16" else "float32", **extra),
+              seed=0)
+    extra = {"l0_coefficient": args.l0_ours} if arch == "jumprelu" else {}
     cfg = TrainConfig(
         n_steps=steps, batch_size=args.batch, lr=args.lr, adam_beta1=0.9, adam_beta2=0.999,
         l1_coefficient=args.l1_ours, aux_k_coefficient=AUX_K_COEF, tf32=option == "tf32",
-        log_every=max(steps, 1))  # one metrics row, at the end: logging is not training
+        log_every=max(steps, 1),  # one metrics row, at the end: logging is not training
+        **extra)
 
     def clip(optimizer, *_):  # the same clip SAELens's trainer applies
         torch.nn.utils.clip_grad_norm_(
@@ -203,7 +248,7 @@ def run_ours(arch: str, data: TimedBatches, args, steps: int, option: str = "fp3
         train(sae, data, cfg, progress=False)
     finally:
         handle.remove()
-    return sae.encode, sae.decode, sae.W_dec.detach()
+    return sae.encode, sae.decode, sae.W_dec.detach()  # batchtopk: its inference threshold
 
 
 def run_saelens(arch: str, data: TimedBatches, args, steps: int, option: str = "fp32"):
@@ -212,6 +257,16 @@ def run_saelens(arch: str, data: TimedBatches, args, steps: int, option: str = "
     if arch == "topk":
         sae = TopKTrainingSAE(TopKTrainingSAEConfig(
             d_in=D_IN, d_sae=args.d_sae, k=K, aux_loss_coefficient=AUX_K_COEF, device=device))
+    elif arch == "batchtopk":
+        sae = BatchTopKTrainingSAE(BatchTopKTrainingSAEConfig(
+            d_in=D_IN, d_sae=args.d_sae, k=K, aux_loss_coefficient=AUX_K_COEF, device=device))
+    elif arch == "matryoshka_batchtopk":
+        sae = MatryoshkaBatchTopKTrainingSAE(MatryoshkaBatchTopKTrainingSAEConfig(
+            d_in=D_IN, d_sae=args.d_sae, k=K, aux_loss_coefficient=AUX_K_COEF,
+            matryoshka_widths=list(matryoshka_widths(args.d_sae)), device=device))
+    elif arch == "jumprelu":
+        sae = JumpReLUTrainingSAE(JumpReLUTrainingSAEConfig(
+            d_in=D_IN, d_sae=args.d_sae, l0_coefficient=args.l0_saelens, device=device))
     else:
         sae = StandardTrainingSAE(StandardTrainingSAEConfig(
             d_in=D_IN, d_sae=args.d_sae, l1_coefficient=args.l1_saelens,
@@ -223,7 +278,28 @@ def run_saelens(arch: str, data: TimedBatches, args, steps: int, option: str = "
         feature_sampling_window=max(steps, 1))  # its logging window: log once
     SAETrainer(cfg, sae, data_provider=data).fit()
     sae.eval()
+    if isinstance(sae, BatchTopKTrainingSAE):  # Matryoshka too: evaluated as it is saved
+        return batchtopk_inference_encode(sae), sae.decode, sae.W_dec.detach()
     return sae.encode, sae.decode, sae.W_dec.detach()
+
+
+def batchtopk_inference_encode(sae: BatchTopKTrainingSAE):
+    """SAELens's BatchTopK (and Matryoshka) SAE at inference: the JumpReLU it is saved as,
+    every feature's threshold its learned ``topk_threshold`` (its
+    ``process_state_dict_for_saving_inference``), on the pre-activations scaled by the
+    decoder norms as in training (the saved SAE folds those norms into the encoder). The
+    training encoder instead keeps the top k x batch activations of whatever batch it is
+    given, which no user of the saved SAE sees."""
+    threshold = sae.topk_threshold.item()
+
+    def encode(x: torch.Tensor) -> torch.Tensor:
+        sae_in = sae.process_sae_in(x)
+        hidden_pre = sae_in @ sae.W_enc + sae.b_enc
+        if sae.cfg.rescale_acts_by_decoder_norm:
+            hidden_pre = hidden_pre * sae.W_dec.norm(dim=-1)
+        return hidden_pre.relu() * (hidden_pre > threshold)
+
+    return encode
 
 
 # ---- measuring -----------------------------------------------------------------------------
@@ -251,19 +327,22 @@ def quality(encode, decode, W_dec: torch.Tensor, held_out: list[torch.Tensor],
             "recovery": float(best.mean())}
 
 
-def calibrate_l1(side: str, truth, held_out, args, steps: int) -> dict[str, float]:
-    """Search ``side``'s relu L1 coefficient for held-out L0 ``args.calibrate_l0``.
+def calibrate_l1(side: str, truth, held_out, args, steps: int,
+                 arch: str = "relu") -> dict[str, float]:
+    """Search ``side``'s sparsity coefficient for held-out L0 ``args.calibrate_l0``: relu's
+    L1 coefficient, or jumprelu's (step) L0 coefficient with ``arch="jumprelu"``.
 
     Leaves the coefficient in ``args`` and returns the last probe's figures (a full
     ``bench`` run: when the probes use the whole budget, that probe is the measurement).
     """
-    attr = "l1_ours" if side == "sae_steer" else "l1_saelens"
-    target, slope = args.calibrate_l0, -1.0  # d log L0 / d log L1; refined by the probes
+    name, label = COEF[arch]
+    attr = f"{name}_ours" if side == "sae_steer" else f"{name}_saelens"
+    target, slope = args.calibrate_l0, -1.0  # d log L0 / d log coef; refined by the probes
     seen: list[tuple[float, float]] = []
     for probe in range(args.calib_probes):
         l1 = getattr(args, attr)
-        print(f"  calibrating {side} relu, probe {probe + 1}: L1 {l1:.4g}", flush=True)
-        out = bench("relu", side, truth, held_out, args, steps)
+        print(f"  calibrating {side} {arch}, probe {probe + 1}: {label} {l1:.4g}", flush=True)
+        out = bench(arch, side, truth, held_out, args, steps)
         seen.append((math.log(l1), math.log(max(out["l0"], 0.1))))
         if abs(seen[-1][1] - math.log(target)) < math.log(1.15):
             break
@@ -271,15 +350,16 @@ def calibrate_l1(side: str, truth, held_out, args, steps: int) -> dict[str, floa
             print(f"  (no probe within 15 % of L0 {target:g}: keeping the last)", flush=True)
             break
         log_t = math.log(target)
-        below = [pt for pt in seen if pt[1] < log_t]   # L1 too strong
-        above = [pt for pt in seen if pt[1] > log_t]   # L1 too weak
+        below = [pt for pt in seen if pt[1] < log_t]   # coefficient too strong
+        above = [pt for pt in seen if pt[1] > log_t]   # coefficient too weak
         if below and above:  # bracketed: interpolate between the closest on each side
             (a1, a0), (b1, b0) = max(above), min(below)
             setattr(args, attr, math.exp(a1 + (log_t - a0) * (b1 - a1) / (b0 - a0)))
             continue
         if len(seen) >= 2 and seen[-1][0] != seen[-2][0]:
             fit = (seen[-1][1] - seen[-2][1]) / (seen[-1][0] - seen[-2][0])
-            slope = min(fit, -0.2)  # L0 falls as L1 grows; never step on a flat estimate
+            slope = min(fit, -0.2)  # L0 falls as the coefficient grows; never step on a flat
+            #                         estimate
         step = (log_t - seen[-1][1]) / slope
         setattr(args, attr, l1 * math.exp(max(min(step, 1.0), -1.0)))  # at most x e per probe
     return out
@@ -323,8 +403,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=4e-4)
     p.add_argument("--l1-ours", type=float, default=5.0, help="sae_steer relu L1 coefficient")
     p.add_argument("--l1-saelens", type=float, default=5.0, help="SAELens relu L1 coefficient")
+    p.add_argument("--l0-ours", type=float, default=1.0,
+                   help="sae_steer jumprelu (step) L0 coefficient")
+    p.add_argument("--l0-saelens", type=float, default=1.0,
+                   help="SAELens jumprelu (step) L0 coefficient")
     p.add_argument("--calibrate-l0", type=float, default=None,
-                   help="first search each side's relu L1 for this held-out L0 (e.g. 30)")
+                   help="first search each side's relu L1 and jumprelu L0 coefficient for "
+                   "this held-out L0 (e.g. 30)")
     p.add_argument("--calib-tokens", type=int, default=None,
                    help="tokens per calibration probe (default: the whole budget)")
     p.add_argument("--calib-probes", type=int, default=4, help="most probes per side")
@@ -335,8 +420,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    "quarter of the device's free memory)")
     p.add_argument("--warmup", type=int, default=None,
                    help="untimed first steps per run (default 5 on CPU, 20 on a GPU)")
-    p.add_argument("--arch", choices=("relu", "topk", "both"), default=None,
-                   help="default: both (topk with --long)")
+    p.add_argument("--arch", choices=ARCHS + tuple(GROUPS), default=None,
+                   help="default: both = relu and topk (topk with --long); new = jumprelu, "
+                   "batchtopk and matryoshka_batchtopk; all = the five")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     p.add_argument("--options", nargs="*", choices=("tf32", "bfloat16"), default=[],
                    help="also run sae_steer with these speed options (TrainConfig.tf32, "
@@ -353,6 +439,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                 setattr(args, name, value)
     gpu = args.device.type == "cuda"
     args.arch = args.arch or "both"
+    trained = getattr(sae_config, "TRAINED_HERE", sae_config.ARCHITECTURES)
+    untrained = [a for a in GROUPS.get(args.arch, (args.arch,)) if a not in trained]
+    if untrained:  # before any batch is drawn, not after SAELens's runs
+        p.error(f"sae_steer does not train {', '.join(untrained)} (it trains "
+                f"{', '.join(trained)})")
     args.d_sae = args.d_sae or (1024 if args.quick else 10_000)
     args.n_true = args.n_true or args.d_sae
     args.warmup = args.warmup if args.warmup is not None else (20 if gpu else 5)
@@ -388,20 +479,24 @@ def main(argv: list[str] | None = None) -> None:
           f"{args.batch}, {steps} steps = {steps * args.batch:,} tokens per side; held-out "
           f"{sum(len(x) for x in held_out):,} tokens; Adam lr {args.lr}, betas (0.9, 0.999), "
           f"grad clip 1.0 on both; relu L1 sae_steer {args.l1_ours}, SAELens "
-          f"{args.l1_saelens}; topk k {K}, AuxK coefficient 1/32 on both; everything else "
-          "each side's default")
-    archs = ("relu", "topk") if args.arch == "both" else (args.arch,)
+          f"{args.l1_saelens}; jumprelu L0 coefficient sae_steer {args.l0_ours}, SAELens "
+          f"{args.l0_saelens}; topk, batchtopk and matryoshka_batchtopk k {K} (matryoshka "
+          f"widths {', '.join(map(str, matryoshka_widths(args.d_sae)))}), AuxK coefficient "
+          "1/32 on both; everything else each side's default")
+    archs = GROUPS.get(args.arch, (args.arch,))
     res: dict[tuple[str, str], dict[str, float]] = {}
-    if args.calibrate_l0 and "relu" in archs:
+    for arch in (a for a in COEF if a in archs and args.calibrate_l0):
         calib_steps = max((args.calib_tokens or tokens) // args.batch, args.warmup + 2)
         for side in ("sae_steer", "SAELens"):
-            probe = calibrate_l1(side, truth, held_out, args, calib_steps)
+            probe = calibrate_l1(side, truth, held_out, args, calib_steps, arch)
             if calib_steps == steps:  # the accepted probe ran the whole budget: it is the run
-                res["relu", side] = probe
-        print(f"calibrated relu L1: sae_steer {args.l1_ours:.4g}, SAELens "
-              f"{args.l1_saelens:.4g} (target L0 {args.calibrate_l0:g})", flush=True)
-    order = [(a, s) for a in archs
-             for s in (("sae_steer", "SAELens") if a == "relu" else ("SAELens", "sae_steer"))]
+                res[arch, side] = probe
+        name, label = COEF[arch]
+        print(f"calibrated {arch} {label}: sae_steer {getattr(args, name + '_ours'):.4g}, "
+              f"SAELens {getattr(args, name + '_saelens'):.4g} (target L0 "
+              f"{args.calibrate_l0:g})", flush=True)
+    order = [(a, s) for a in archs for s in (("sae_steer", "SAELens") if a in COEF
+                                             else ("SAELens", "sae_steer"))]
     for arch, side in order:
         if (arch, side) not in res:
             res[arch, side] = bench(arch, side, truth, held_out, args, steps)
@@ -422,6 +517,9 @@ def main(argv: list[str] | None = None) -> None:
                   f"{theirs['recovery']:.3f}"]
         if arch == "relu":
             lines.append(f"RESULT fair_l1_relu {args.l1_ours:.4g} vs {args.l1_saelens:.4g}")
+        if arch == "jumprelu":
+            lines.append(f"RESULT fair_l0_coefficient_jumprelu {args.l0_ours:.4g} vs "
+                         f"{args.l0_saelens:.4g}")
         for option in args.options:
             mine = res[arch, option]
             lines += [f"RESULT fair_ratio_{arch}_{option} {mine['tok_s'] / theirs['tok_s']:.2f}",
