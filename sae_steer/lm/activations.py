@@ -1,4 +1,4 @@
-"""Activations at one hook: the only module (with models/texts) that runs the model.
+"""Activations at one hook, the activation stream for training, and the spliced-in CE loss.
 
 Everything downstream (training, search, re-scoring) gets plain tensors from here.
 We never compute past the hook: ``stop_at_layer`` ends the forward pass at the block
@@ -17,7 +17,6 @@ from torch import Tensor
 from transformer_lens import HookedTransformer
 
 from sae_steer.lm.models import canonical_model_name, model_name
-from sae_steer.lm.texts import TokenCount, token_batches
 
 _BLOCK_HOOK = re.compile(r"^blocks\.(\d+)\.")
 
@@ -183,33 +182,6 @@ def shuffle_buffer(
 
 def _shuffled(rows: Tensor, generator: torch.Generator) -> Tensor:
     return rows[torch.randperm(len(rows), generator=generator).to(rows.device)]
-
-
-def activation_batches(
-    model: HookedTransformer,
-    texts: Iterable[str],
-    hook_name: str,
-    *,
-    batch_size: int = 4096,
-    context_size: int = 128,
-    model_batch_size: int = 32,
-    buffer_batches: int = 16,
-    skip_bos: bool = True,
-    seed: int = 0,
-    long_texts: str = "window",
-    count: TokenCount | None = None,
-) -> Iterator[Float[Tensor, "batch_size d_model"]]:
-    """Shuffled ``[batch_size, d_model]`` activation batches at ``hook_name`` from ``texts``.
-
-    Texts are tokenized with BOS, in windows of ``context_size`` (see ``token_batches``;
-    ``count`` says how much was read); each batch mixes tokens from about
-    ``buffer_batches`` batches' worth of sequences. Deterministic per ``seed``.
-    """
-    validate_hook(model, hook_name)
-    batches = token_batches(model, texts, context_size, model_batch_size,
-                            long_texts=long_texts, count=count)
-    chunks = token_activations(model, batches, hook_name, skip_bos=skip_bos)
-    return shuffle_buffer(chunks, batch_size, buffer_batches * batch_size, seed=seed)
 
 
 @torch.no_grad()

@@ -11,13 +11,17 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import torch
 from jaxtyping import Float
 from torch import Tensor
-from transformer_lens import HookedTransformer
 
 from sae_steer.lm.activations import validate_hook
+from sae_steer.lm.tokens import pad_rows
+
+if TYPE_CHECKING:
+    from transformer_lens import HookedTransformer
 
 Read = Callable[[Float[Tensor, "batch pos d_model"], range], Float[Tensor, "batch pos k"]]
 """``read(acts, rows)``: what to keep of a batch's activations; ``rows`` are the indices
@@ -45,18 +49,6 @@ def rows_per_batch(model: HookedTransformer, max_len: int) -> int:
     return max(1, budget // (max_len * vocab))
 
 
-def pad_right(rows: Sequence[Tensor], fill: int = 0) -> Tensor:
-    """``rows`` (1-D token ids) right-padded with ``fill`` into ``[n, max_len]``.
-
-    Right padding is safe for scoring: causal attention never lets a real token see the
-    padding after it.
-    """
-    out = torch.full((len(rows), max(len(r) for r in rows)), fill, dtype=torch.long)
-    for j, row in enumerate(rows):
-        out[j, : len(row)] = torch.as_tensor(row, dtype=torch.long)
-    return out
-
-
 @torch.no_grad()
 def score_rows(
     model: HookedTransformer, rows: Sequence[Tensor], hook_name: str, read: Read, *,
@@ -76,7 +68,7 @@ def score_rows(
     size = batch_size or rows_per_batch(model, max(len(r) for r in rows))
     for start in range(0, len(rows), size):
         chunk = rows[start : start + size]
-        tokens = pad_right(chunk).to(model.cfg.device)
+        tokens = pad_rows(chunk)[0].to(model.cfg.device)  # right padding: see pad_rows
         seen: dict[str, Tensor] = {}
         # run_with_hooks removes its hook on exit, error or not
         logits = model.run_with_hooks(

@@ -22,6 +22,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
 
+from sae_steer.lm.tokens import pad_rows, windows
 from sae_steer.toystories.grammar import Story, generate_stories
 from sae_steer.toystories.lm import world_config
 
@@ -225,20 +226,15 @@ def token_batches(model: HookedTransformer, texts: Iterable[str], context_size: 
 
 def _windows(bos: int, seq: list[int], context_size: int, long_texts: str,
              count: TokenCount) -> list[list[int]]:
-    body = context_size - 1  # tokens per window after its BOS
-    if body == 0 or long_texts == "truncate" or len(seq) <= body:
-        count.truncated += max(len(seq) - body, 0)
-        return [[bos] + seq[:body]]
-    return [[bos] + seq[i:i + body] for i in range(0, len(seq), body)]
+    truncate = long_texts == "truncate"
+    if truncate or context_size == 1:
+        count.truncated += max(len(seq) - (context_size - 1), 0)
+    return windows(bos, seq, context_size, truncate)
 
 
 def _pad(rows: list[list[int]], context_size: int, pad_id: int, device, count: TokenCount,
          bar) -> tuple[Tensor, Tensor]:
-    tokens = torch.full((len(rows), context_size), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), context_size), dtype=torch.bool)
-    for row, seq in enumerate(rows):
-        tokens[row, :len(seq)] = torch.tensor(seq, dtype=torch.long)
-        mask[row, :len(seq)] = True
+    tokens, mask = pad_rows(rows, pad_id, context_size)
     n_real = int(mask.sum())
     count.windows += len(rows)
     count.tokens += n_real

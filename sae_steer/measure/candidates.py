@@ -19,21 +19,22 @@ Works for any concept object (``name`` + ``mask(model, token_ids)``) and any mod
 from __future__ import annotations
 
 import dataclasses
-import re
 from collections import Counter
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
-from transformer_lens import HookedTransformer
 
 from sae_steer.config import ChooseConfig, choose_config
-from sae_steer.lm import check_sae_fits, hook_activations
+from sae_steer.lm import FromHook, check_sae_fits, row_activations, text_rows
 from sae_steer.measure.concepts import as_concept
 from sae_steer.sae import decoder_units
-from sae_steer.steer import Steerer, hooked
+from sae_steer.steer import Steerer
+
+if TYPE_CHECKING:
+    from transformer_lens import HookedTransformer
 
 
 def concept_vocab(model: Any, rows: Sequence[Sequence[int]], concept: Any, min_count: int = 3,
@@ -75,55 +76,24 @@ def logit_effect(
     """Mean rise of log P(concept vocab) over positions when ``scale * W_dec[i]`` is added.
 
     Every feature's row is added at every position of ``tokens`` (as steering does) and the
-    model runs to the end; rows are scaled to unit norm so features compare fairly.
+    model runs to the end (``lm.FromHook``); rows are scaled to unit norm so features
+    compare fairly.
     """
     hook_name = check_sae_fits(model, sae.cfg, hook_name)
     feats = list(range(sae.cfg.d_sae)) if features is None else [int(f) for f in features]
     device = model.cfg.device
     ids = torch.tensor(list(vocab), device=device)
     log_w = torch.tensor(list(vocab.values()), device=device).log()
-    tokens = tokens.to(device)
     rows = decoder_units(sae)
-    run = _runner_from_hook(model, hook_name, tokens)
-    base = _log_mass(run(None), ids, log_w).mean()
+    run = FromHook(model, tokens, hook_name)
+    base = _log_mass(run.logits(), ids, log_w).mean()
     out = []
     for start in range(0, len(feats), chunk):
         part = feats[start : start + chunk]
         # one batch row per (feature, text): each text gets its feature's row added
-        delta = (scale * rows[part]).to(device).repeat_interleave(len(tokens), dim=0)
-        mass = _log_mass(run(delta), ids, log_w).view(len(part), -1).mean(-1)
+        mass = _log_mass(run.logits(scale * rows[part]), ids, log_w).view(len(part), -1).mean(-1)
         out.append(mass - base)
     return torch.cat(out).cpu()
-
-
-def _runner_from_hook(model: HookedTransformer, hook_name: str, tokens: Tensor):
-    """``run(delta)`` -> logits with ``delta [n * batch, d]`` added at the hook (None: clean).
-
-    For ``blocks.L.hook_resid_post`` the clean activation is computed once and only the
-    blocks after the hook run per chunk (``start_at_layer``); other hooks rerun the model.
-    """
-    match = re.fullmatch(r"blocks\.(\d+)\.hook_resid_post", hook_name)
-    if match is not None:
-        resid = hook_activations(model, tokens, hook_name)
-        start = int(match.group(1)) + 1
-
-        def run(delta: Tensor | None) -> Tensor:
-            if delta is None:
-                return model(resid, start_at_layer=start)
-            x = resid.repeat(len(delta) // len(resid), 1, 1) + delta[:, None, :].to(resid.dtype)
-            return model(x, start_at_layer=start)
-        return run
-
-    def run_hooked(delta: Tensor | None) -> Tensor:
-        if delta is None:
-            return model(tokens)
-
-        def add(act: Tensor, hook: Any) -> Tensor:
-            return act + delta[:, None, :].to(act.dtype)
-
-        with hooked(model, hook_name, add):
-            return model(tokens.repeat(len(delta) // len(tokens), 1))
-    return run_hooked
 
 
 def on_word_f1(
@@ -161,7 +131,8 @@ def concept_candidates(
     model: HookedTransformer, sae: Any, texts: Sequence[str], concept: Any,
     cfg: ChooseConfig | None = None, *, resid_norm: float | None = None, **settings: Any,
 ) -> ConceptCandidates:
-    """Rank features for ``concept`` on ``texts`` (tokenized with BOS, labelled by the concept).
+    """Rank features for ``concept`` on ``texts`` (tokenized with BOS and windowed at the
+    context like every stage's, labelled by the concept).
 
     ``cfg.candidate_scale`` (x the typical residual norm: ``resid_norm``, else a
     ``Steerer``'s, measured on the model's own samples) is the push at which the predictive
@@ -170,7 +141,7 @@ def concept_candidates(
     cfg = choose_config(cfg, **settings)
     concept = as_concept(concept)
     hook_name = check_sae_fits(model, sae.cfg)
-    rows = [model.to_tokens(t)[0, : model.cfg.n_ctx].cpu() for t in texts]
+    rows = text_rows(model, texts)  # a text longer than the context: several windows
     id_rows = [r.tolist() for r in rows]
     vocab = concept_vocab(model, id_rows, concept)
     length = min(min(len(r) for r in rows[:cfg.n_effect_texts]), 48)
@@ -183,12 +154,9 @@ def concept_candidates(
         labels += mask
         befores.append(before_starts(mask))
     acts, context = [], _ContextMeans()
-    for start in range(0, len(rows), 64):  # batches of right-padded texts; pads dropped
-        part = rows[start : start + 64]
-        padded = torch.nn.utils.rnn.pad_sequence(part, batch_first=True)
-        resid = hook_activations(model, padded, hook_name)
+    for start, resid in row_activations(model, rows, hook_name):  # padding dropped below
         feats = sae.encode(resid.to(sae.W_dec.device))
-        for j, r in enumerate(part):
+        for j, r in enumerate(rows[start : start + len(resid)]):
             acts.append(feats[j, : len(r)].cpu())
             context.add(resid[j, : len(r)], befores[start + j])
     acts_all = torch.cat(acts)

@@ -11,9 +11,8 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from transformer_lens import HookedTransformer
 
 from sae_steer.config import (COST_BUDGET, FIRES_GAIN_TARGET, ChooseConfig, SteerConfig,
                               choose_config, passes, steer_config, within_budget)
@@ -21,6 +20,9 @@ from sae_steer.measure.candidates import ConceptCandidates, concept_candidates
 from sae_steer.measure.report import Control, SteeringReport, direction_control, steering_report
 from sae_steer.measure.sweep import Sweep, scale_sweep, scale_sweeps
 from sae_steer.steer import Steerer
+
+if TYPE_CHECKING:
+    from transformer_lens import HookedTransformer
 
 
 @dataclasses.dataclass

@@ -22,11 +22,10 @@ import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
-from transformer_lens import HookedTransformer
 
 from sae_steer.config import SteerConfig, steer_config
 from sae_steer.fsutil import write_json_atomic
@@ -37,6 +36,9 @@ from sae_steer.measure.stats import Estimate, Ratio
 from sae_steer.steer import (Generation, Steerer, generate_along, generate_steered, generate_unsteered,
                              sample_seed, steering_direction)
 from sae_steer.steer.batch import generate_rows
+
+if TYPE_CHECKING:
+    from transformer_lens import HookedTransformer
 
 
 @dataclasses.dataclass

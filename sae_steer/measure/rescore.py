@@ -10,15 +10,18 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
-from transformer_lens import HookedTransformer
 
-from sae_steer.lm import attached_hook_count, check_sae_fits, display_tokens, score_rows
+from sae_steer.lm import (attached_hook_count, check_sae_fits, display_tokens, score_rows,
+                          text_rows)
 from sae_steer.sae import feature_index
 from sae_steer.steer import Generation
+
+if TYPE_CHECKING:
+    from transformer_lens import HookedTransformer
 
 
 @dataclasses.dataclass
@@ -60,21 +63,11 @@ def measure(
 
 
 def token_rows(model: HookedTransformer, texts: Any) -> list[Tensor]:
-    """Token id rows for ``texts``: a ``Generation``'s own ids, strings tokenized with BOS,
-    or token tensors / lists as they are."""
+    """Token id rows for ``texts``: a ``Generation``'s own ids, else ``lm.text_rows``'s
+    (strings with BOS, windowed at the context; token tensors / lists as they are)."""
     if isinstance(texts, Generation):
         return list(texts.tokens)
-    if isinstance(texts, str):
-        texts = [texts]
-    rows = []
-    for t in texts:
-        if isinstance(t, str):
-            if model.tokenizer is None:
-                raise ValueError("this model has no tokenizer: pass token tensors")
-            rows.append(model.to_tokens(t)[0].cpu())
-        else:
-            rows.append(torch.as_tensor(t, dtype=torch.long).flatten().cpu())
-    return rows
+    return text_rows(model, texts)
 
 
 @dataclasses.dataclass
@@ -100,8 +93,9 @@ def rescore(
 ) -> list[Rescored]:
     """Feature ``feature``'s per-token activations on ``texts`` under the *unsteered* model.
 
-    ``texts``: a ``Generation`` (its exact tokens are used), strings (tokenized with BOS)
-    or token tensors. ``max_act`` sets ``scale_max`` (default: the max over these texts).
+    ``texts``: a ``Generation`` (its exact tokens are used), strings (tokenized with BOS;
+    one ``Rescored`` per window of a text longer than the context) or token tensors.
+    ``max_act`` sets ``scale_max`` (default: the max over these texts).
     Raises RuntimeError when hooks are attached: steered activations would mislead.
     Render with ``sae_steer.ui.views.rescored_blocks`` / ``rescored_html``.
     """

@@ -27,11 +27,10 @@ import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from tqdm.auto import tqdm
-from transformer_lens import HookedTransformer
 
 from sae_steer.config import (COST_BUDGET, FIRES_GAIN_TARGET, LIFT_TARGET, ScreenConfig,
                               SteerConfig, best_scale, passes, steer_config)
@@ -47,6 +46,9 @@ from sae_steer.measure.screen_results import DEFINITIONS, SteerabilityScreen
 from sae_steer.measure.steerability import feature_scores
 from sae_steer.steer import Generation, Steerer, sample_seed
 from sae_steer.steer.batch import generate_rows, generation_rows
+
+if TYPE_CHECKING:
+    from transformer_lens import HookedTransformer
 
 _SCREEN_VERSION = 1  # bump when stage-1 figures would change for the same inputs
 

@@ -8,15 +8,17 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from transformer_lens import HookedTransformer
 
 from sae_steer.measure.concepts import count_in
 from sae_steer.measure.rescore import Measured, measure
 from sae_steer.measure.stats import (Estimate, Ratio, normal_mean, paired_difference, paired_rate_ratio,
                                      pooled_rate, repeated_ngram_fraction, wilson)
 from sae_steer.steer import Generation
+
+if TYPE_CHECKING:
+    from transformer_lens import HookedTransformer
 
 
 @dataclasses.dataclass

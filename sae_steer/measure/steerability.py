@@ -26,17 +26,19 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
-from transformer_lens import HookedTransformer
 
 from sae_steer.inspect import FeatureSearch, unembed_direction
-from sae_steer.lm import check_sae_fits, display_tokens, hook_activations, stop_layer
+from sae_steer.lm import FromHook, check_sae_fits, display_tokens, resume_layer, tokenize
 from sae_steer.sae import decoder_units
 from sae_steer.steer import Steerer
+
+if TYPE_CHECKING:
+    from transformer_lens import HookedTransformer
 
 NEUTRAL_PROMPTS = ("Once upon a time", "One day,", "The", "She said", "Then", "They went to",
                    "It was a", "He saw a")
@@ -88,16 +90,13 @@ def _prompt_batch(model: HookedTransformer, prompts: Any) -> Tensor:
         return prompts.long()
     if model.tokenizer is None:
         raise ValueError("this model has no tokenizer: pass prompts as a [n, pos] token tensor")
-    rows = [model.to_tokens(p)[0] for p in prompts]
+    rows = [tokenize(model, p) for p in prompts]
     length = min(len(r) for r in rows)  # same length, so the last position is the prompt's end
     return torch.stack([r[-length:] if length > 1 else r[:1] for r in rows])
 
 
-@torch.no_grad()
-def _last_position_probs(model: HookedTransformer, resid: Tensor, start: int) -> Tensor:
-    """Next-token probabilities at the last position, running blocks ``start..`` only."""
-    out = model(resid, start_at_layer=start, stop_at_layer=model.cfg.n_layers)
-    return torch.softmax(model.unembed(model.ln_final(out[:, -1:]))[:, 0].float(), dim=-1)
+def _probs(logits: Tensor) -> Tensor:
+    return torch.softmax(logits.float(), dim=-1)
 
 
 @torch.no_grad()
@@ -114,14 +113,13 @@ def feature_scores(
     ``search`` adds the input score.
     """
     hook = check_sae_fits(model, sae.cfg)
-    start = stop_layer(hook)
-    if start is None or not hook.endswith("hook_resid_post"):
+    if resume_layer(hook) is None:
         raise ValueError(f"feature_scores needs a residual-stream hook 'blocks.L.hook_resid_post', "
                          f"got {hook!r}")
-    tokens = _prompt_batch(model, prompts).to(model.cfg.device)
-    resid = hook_activations(model, tokens, hook)  # [n, pos, d_model]
+    tokens = _prompt_batch(model, prompts)
+    run = FromHook(model, tokens, hook)  # the clean residuals, computed once
     resid_norm = Steerer(model, sae, hook, resid_norm=resid_norm).resid_norm
-    base = _last_position_probs(model, resid, start)  # [n, vocab]
+    base = _probs(run.logits(last=True))  # [n, vocab]
     W_dec, units = sae.W_dec.detach(), decoder_units(sae)
     d_sae, n = W_dec.shape[0], tokens.shape[0]
     promoted = torch.stack([unembed_direction(model, W_dec[f]).topk(k).indices.cpu()
@@ -133,9 +131,8 @@ def feature_scores(
     for lo in tqdm(range(0, d_sae, chunk), desc="feature scores", unit="chunk",
                    disable=not progress):
         feats = list(range(lo, min(lo + chunk, d_sae)))
-        delta = (scale * resid_norm * units[feats]).to(resid.device, resid.dtype)  # [c, d_model]
-        pushed = resid.repeat(len(feats), 1, 1) + delta.repeat_interleave(n, dim=0)[:, None, :]
-        probs = _last_position_probs(model, pushed, start).view(len(feats), n, -1)
+        delta = scale * resid_norm * units[feats]  # [c, d_model]
+        probs = _probs(run.logits(delta, last=True)).view(len(feats), n, -1)
         after = probs.gather(2, promoted[feats].to(probs.device)[:, None, :].expand(-1, n, -1))
         output[feats] = _gain(probs, base, promoted[feats]).cpu()
         if fired_on is not None:

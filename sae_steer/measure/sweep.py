@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from transformer_lens import HookedTransformer
 
 # suggest_scale is public here too (sae_steer.measure.suggest_scale): the rule's one home is
 # config.rules
@@ -22,6 +21,9 @@ from sae_steer.config import (COST_BUDGET, SUCCESS_TARGETS, SteerConfig, best_sc
                               steer_config, suggest_scale)
 from sae_steer.measure.report import SteeringReport, steering_reports
 from sae_steer.steer import Steerer, generate_unsteered
+
+if TYPE_CHECKING:
+    from transformer_lens import HookedTransformer
 
 SUCCESS = tuple(SUCCESS_TARGETS)
 """The success measures (``fires_gain``, ``concept_lift``); targets in ``config.rules``."""

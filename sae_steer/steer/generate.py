@@ -13,7 +13,6 @@ uncached runs steer the same positions.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -23,7 +22,7 @@ from transformer_lens import HookedTransformer
 from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
 
 from sae_steer.config import SteerConfig, steer_config
-from sae_steer.lm import hook_activations, to_text
+from sae_steer.lm import hook_activations, pad_rows, to_text, tokenize
 from sae_steer.steer.hooks import Positions, SteeringStats, steering
 
 
@@ -67,8 +66,8 @@ def prompt_tokens(model: HookedTransformer, prompt: Any) -> Tensor:
             raise ValueError("prompt is empty; give some text such as 'Once upon a time'")
         if model.tokenizer is None:
             raise ValueError("this model has no tokenizer: pass the prompt as token ids")
-        # truncate=False: to_tokens would cut at n_ctx and _check_lengths report the wrong length
-        return model.to_tokens(prompt, truncate=False, move_to_device=False)[0].cpu()
+        # whole, never cut at n_ctx: _check_lengths reports a too-long prompt's real length
+        return tokenize(model, prompt)
     try:
         tokens = torch.as_tensor(prompt).flatten().cpu()
     except (TypeError, ValueError, RuntimeError):  # None, dicts, objects...
@@ -96,14 +95,6 @@ def _check_lengths(model: HookedTransformer, prompt_len: int, max_new_tokens: in
             f"prompt ({prompt_len} tokens) + max_new_tokens ({max_new_tokens}) exceeds the "
             f"model's context of {n_ctx}; use max_new_tokens <= {n_ctx - prompt_len}"
         )
-
-
-def pad_rows(rows: Sequence[Tensor], fill: int = -1) -> tuple[Tensor, Tensor]:
-    """Right-pad 1-D token rows into ``[n, max_len]`` with ``fill``; also the real-token mask."""
-    out = torch.full((len(rows), max(len(r) for r in rows)), fill, dtype=torch.long)
-    for j, row in enumerate(rows):
-        out[j, : len(row)] = row
-    return out, out != fill
 
 
 @torch.no_grad()
@@ -183,9 +174,7 @@ def typical_resid_norm(
         n_new = min(64, model.cfg.n_ctx - len(prompt_tokens(model, prompt)))
         gen = generate_unsteered(model, SteerConfig(prompt=prompt, max_new_tokens=n_new,
                                                     n_samples=8, seed=12345))
-        tokens = pad_rows(gen.tokens)[0]
-        mask = tokens >= 0
-        tokens = tokens.clamp(min=0)
+        tokens, mask = pad_rows(gen.tokens)
     acts = hook_activations(model, tokens, hook_name)
     norms = acts.float().norm(dim=-1)[:, 1:]
     keep = torch.ones_like(norms, dtype=torch.bool) if mask is None else mask[:, 1:].to(norms.device)
