@@ -48,11 +48,10 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     # after torch.set_num_threads: importing the library builds nothing, but keep it cheap
-    from sae_steer import (ChooseConfig, SteerConfig, load_model, load_texts, planted_concepts,
-                           steer_concept)
+    from sae_steer import (SteerConfig, load_model, load_texts, planted_concepts, reference_sae,
+                           steer_concept, typical_resid_norm)
+    from sae_steer.config import ChooseConfig
     from sae_steer.render import table_text
-    from sae_steer.steer import typical_resid_norm
-    from sae_steer.train import reference_sae
 
     start = time.perf_counter()
     model = load_model("toystories", preset=args.preset, progress=False)

@@ -44,7 +44,7 @@ def _timed(fn):
 
 def speedup(model, sae, search, steerer, steer, cfg, features):
     """Stage 1 on ``features``: batched vs one feature at a time, the same rows."""
-    from sae_steer.measure import compare, side_stats
+    from sae_steer.measure.sides import compare, side_stats
     from sae_steer.measure.screen import _baseline, _own_words, _stage1_chunk
     from sae_steer.steer import generate_steered, generate_unsteered
 

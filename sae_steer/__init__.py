@@ -2,7 +2,8 @@
 
 The public names are imported lazily (PEP 562) so ``import sae_steer`` stays light:
 torch and transformer_lens load only when a name that needs them is first used.
-Widgets are deliberately absent: ``from sae_steer.ui.widgets import SteeringPanel``.
+The face is the few names a notebook needs; the rest stays in the stage folders, and
+views, plots and widgets in ``sae_steer.ui`` (``from sae_steer.ui.widgets import SteeringPanel``).
 The stages live one folder each, imports pointing down only (see the README's layout)::
 
     ui -> measure -> inspect | steer | train -> lm -> sae | toystories -> config -> bottom
@@ -14,64 +15,43 @@ from typing import Any
 
 __version__ = "0.2.0"
 
-# public name -> module that defines it
+# public name -> module that defines it. The names a notebook needs, and no more (<= 25):
+# everything else is imported from its stage folder (``sae_steer.steer.steering``,
+# ``sae_steer.measure.Concept``, ``sae_steer.config.SAEConfig``...), rendering from
+# ``sae_steer.ui``. tests/test_public_api.py holds the count and the notebooks to it.
 _EXPORTS: dict[str, str] = {
-    # configs (one per stage, saved as JSON beside what the stage produced)
-    "SAEConfig": "config",
-    "TrainConfig": "config",
-    "SearchConfig": "config",
-    "SteerConfig": "config",
-    "ChooseConfig": "config",
-    "WorldConfig": "config",
-    "cache_dir": "fsutil",
     # models and text
     "load_model": "lm.models",
-    "default_device": "lm.models",
-    "default_hook_name": "lm.models",
-    "model_name": "lm.models",
-    "ModelDownloadError": "lm.models",
     "load_texts": "lm.texts",
-    "load_stories": "lm.texts",
-    "token_batches": "lm.texts",
-    "DataDownloadError": "lm.texts",
+    "model_name": "lm.models",
+    "default_hook_name": "lm.models",
+    # settings a notebook writes out (every other stage takes keyword shortcuts)
+    "SteerConfig": "config",
+    "ScreenConfig": "config",
     # the SAE and its training
     "SAE": "sae.model",
-    "TrainStepOutput": "sae.kernels",
-    "train_sae": "train.pipeline",
-    "load_or_train_sae": "train.pipeline",
+    "load_or_train": "train.pipeline",
+    "reference_training": "train.pipeline",
     "reference_sae": "train.pipeline",
+    "tinystories_configs": "train.pipeline",
     # inspection
-    "search_features": "inspect.search",
     "load_or_search": "inspect.search",
-    "FeatureSearch": "inspect.results",
-    "feature_card": "inspect.card",
-    "match_concepts": "inspect.groundtruth",
-    "render_blocks": "render",
-    "render_html": "render",
-    # steering
-    "steering": "steer.hooks",
-    "clamping": "steer.hooks",
-    "to_absolute_scale": "steer.hooks",
+    "concept_matches": "inspect.groundtruth",
+    # steering: samples, directions and scale units
     "generate_steered": "steer.steerer",
-    "generate_unsteered": "steer.generate",
-    "generate_along": "steer.generate",
+    "steering_direction": "steer.hooks",
+    "to_absolute_scale": "steer.hooks",
+    "to_relative_scale": "steer.hooks",
     "typical_resid_norm": "steer.generate",
-    # measuring: concepts, re-scoring, reports, sweeps, feature choice
-    "Concept": "measure.concepts",
+    # measuring: re-scoring, reports, candidates, scores, the screen, the concept search
     "rescore": "measure.rescore",
     "steering_report": "measure.report",
-    "scale_sweep": "measure.sweep",
-    "steer_concept": "measure.choose",
     "concept_candidates": "measure.candidates",
     "feature_scores": "measure.steerability",
     "screen_features": "measure.screen",
-    "SteerabilityScreen": "measure.screen_results",
-    "ScreenConfig": "config",
-    # the offline world
+    "steer_concept": "measure.choose",
+    # the offline world's concepts
     "planted_concepts": "toystories.concepts",
-    # views (the public face may hand them on; no module of the library imports ui)
-    "plot_sweep": "ui.plots",
-    "planted_concepts_report": "ui.planted",
 }
 
 __all__ = sorted(_EXPORTS)

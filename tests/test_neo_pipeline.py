@@ -107,7 +107,8 @@ def test_whole_pipeline_runs_on_the_gpt_neo_path(world):
     assert len(scored) == 2 and len(scored[0].acts) == len(scored[0].token_ids)
     assert all(len(planted_concepts()["danger"].mask(model, r.token_ids)) == len(r.token_ids) for r in scored)
     # the concept's context direction on BPE pieces: a word split in pieces starts once
-    from sae_steer import Concept, concept_candidates
+    from sae_steer import concept_candidates
+    from sae_steer.measure import Concept
     from sae_steer.toystories.vocab import DANGER_WORDS
 
     danger = Concept.words(list(DANGER_WORDS))

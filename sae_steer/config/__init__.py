@@ -10,7 +10,7 @@ Standard library only: every other module imports this one, so it must stay ligh
 from sae_steer.config.base import StageConfig, check_number, replace_config
 from sae_steer.config.rules import (COST_BUDGET, FIRES_GAIN_TARGET, LIFT_TARGET, SUCCESS_TARGETS,
                                     best_scale, passes, suggest_scale, within_budget)
-from sae_steer.config.sae import Architecture, SAEConfig, TrainConfig
+from sae_steer.config.sae import SAEConfig, TrainConfig
 from sae_steer.config.screen import ScreenConfig
 from sae_steer.config.search import SearchConfig
 from sae_steer.config.steer import (MODES, POSITIONS, SCALE_UNITS, ChooseConfig, SteerConfig,
@@ -18,7 +18,7 @@ from sae_steer.config.steer import (MODES, POSITIONS, SCALE_UNITS, ChooseConfig,
 from sae_steer.config.world import NeoConfig, WorldConfig
 
 __all__ = ["COST_BUDGET", "FIRES_GAIN_TARGET", "LIFT_TARGET", "MODES", "POSITIONS", "SCALE_UNITS",
-           "SUCCESS_TARGETS", "Architecture", "ChooseConfig", "NeoConfig", "SAEConfig",
+           "SUCCESS_TARGETS", "ChooseConfig", "NeoConfig", "SAEConfig",
            "ScreenConfig", "SearchConfig", "StageConfig", "SteerConfig", "TrainConfig", "WorldConfig", "best_scale",
            "check_number", "choose_config", "passes", "replace_config", "steer_config",
            "suggest_scale", "within_budget"]

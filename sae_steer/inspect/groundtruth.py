@@ -6,7 +6,7 @@ feature "fires" when its activation exceeds ``threshold``) and AUROC (rank-based
 it judges the ordering of activations without any threshold; ties get average ranks).
 Only torch tensors come in; :func:`acts_and_labels` builds them from a model, any
 ``encode`` callable (an SAE's), texts and concepts: any objects with ``name`` and
-``mask(model, token_ids)`` (``sae_steer.Concept``, or the offline world's planted ones).
+``mask(model, token_ids)`` (``sae_steer.measure.Concept``, or the offline world's planted ones).
 """
 from __future__ import annotations
 

@@ -14,12 +14,13 @@ import os
 import re
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from sae_steer.config import SearchConfig
+from sae_steer.config import SearchConfig, replace_config
 from sae_steer.fingerprint import model_fingerprint, sae_fingerprint
 from sae_steer.fsutil import cache_dir
 from sae_steer.inspect.results import FeatureSearch
@@ -87,8 +88,12 @@ def _check_enough(state: SearchState, cfg: SearchConfig) -> None:
 def search_features(
     model, sae, texts: Iterable[str], cfg: SearchConfig | None = None, *,
     hook_name: str | None = None, progress: bool = True, source: str | None = None,
+    **settings: Any,
 ) -> FeatureSearch:
     """Scan ``texts`` (e.g. ``load_texts("toystories", split="validation")``) once.
+
+    ``cfg`` (default ``SearchConfig()``) says how; keyword ``settings`` are shortcuts for
+    its fields (``k=20, n_texts=1000``).
 
     Texts longer than ``cfg.context_size`` are read whole, in windows that each start
     with BOS; ``result.n_tokens`` counts every token scanned (BOS and padding not).
@@ -96,7 +101,7 @@ def search_features(
     Returns every feature's top excerpts, band samples, density, histogram and top
     tokens (a :class:`FeatureSearch`; ``.save(dir)`` / ``FeatureSearch.load(dir, sae=)``).
     """
-    cfg = cfg or SearchConfig()
+    cfg = replace_config(cfg or SearchConfig(), **settings)
     if isinstance(texts, str):
         raise ValueError("texts must be an iterable of strings, not one string")
     total = cfg.n_texts or (len(texts) if hasattr(texts, "__len__") else None)
@@ -119,9 +124,11 @@ def search_cache_path(model, sae, cfg: SearchConfig, source: str) -> Path:
 
 def load_or_search(
     model, sae, texts_fn: Callable[[], Iterable[str]], cfg: SearchConfig | None = None, *,
-    source: str, path: str | os.PathLike | None = None, progress: bool = True,
+    source: str, path: str | os.PathLike | None = None, progress: bool = True, **settings: Any,
 ) -> FeatureSearch:
     """Load the saved search for (this SAE, cfg, source), or run it once and save it.
+
+    ``cfg`` and keyword ``settings`` as ``search_features`` takes them.
 
     ``texts_fn`` is only called when nothing is saved, e.g.
     ``lambda: load_texts("toystories", split="validation")``. ``source`` names the text
@@ -129,7 +136,7 @@ def load_or_search(
     An explicit ``path`` that holds a search for another SAE or model raises a
     ValueError rather than being overwritten.
     """
-    cfg = cfg or SearchConfig()
+    cfg = replace_config(cfg or SearchConfig(), **settings)
     path = Path(path) if path is not None else search_cache_path(model, sae, cfg, source)
     if (path / "search.json").exists():
         result = FeatureSearch.load(path, sae=sae, model=model)

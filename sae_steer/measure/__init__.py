@@ -6,7 +6,7 @@ from sae_steer.measure.choose import (ConceptChoice, ConceptResult, FeatureResul
                                      steer_concept, steer_feature)
 from sae_steer.measure.concepts import Concept, ConceptLike, occurrences
 from sae_steer.measure.report import Control, SteeringReport, steering_report, steering_reports
-from sae_steer.measure.sides import Comparison, SideStats, compare, side_stats
+from sae_steer.measure.sides import Comparison, SideStats, compare
 from sae_steer.measure.rescore import Measured, Rescored, measure, rescore
 from sae_steer.measure.stats import (Estimate, Ratio, normal_mean, paired_difference,
                                      poisson_ratio, pooled_rate, repeated_ngram_fraction, wilson)
@@ -20,5 +20,5 @@ __all__ = ["Comparison", "Concept", "ConceptCandidates", "ConceptChoice", "Conce
            "Rescored", "SideStats", "SteerabilityScreen", "SteeringReport", "Sweep", "choose_feature", "compare",
            "concept_candidates", "feature_scores", "logit_effect", "measure", "normal_mean",
            "occurrences", "paired_difference", "poisson_ratio", "pooled_rate",
-           "repeated_ngram_fraction", "rescore", "scale_sweep", "screen_features", "side_stats", "steer_concept",
+           "repeated_ngram_fraction", "rescore", "scale_sweep", "screen_features", "steer_concept",
            "steer_feature", "steering_report", "steering_reports", "suggest_scale", "wilson"]

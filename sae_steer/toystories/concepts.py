@@ -1,7 +1,7 @@
 """The planted concepts as ready-made concept objects, for any code that takes a concept.
 
 A concept object has a ``name`` and ``mask(model, token_ids) -> list[bool]`` (one flag per
-token); ``sae_steer.Concept`` is the general kind. These four apply the world's rule-based
+token); ``sae_steer.measure.Concept`` is the general kind. These four apply the world's rule-based
 labeler (``labels.concept_mask``) to the tokenizer's own token strings, so they work on
 generations of any tokenizer whose pieces spell whole words (word-level or byte-level BPE
 with leading-space tokens). This module imports nothing above the world itself.

@@ -1,6 +1,7 @@
 """Text and HTML views of what the library computed: feature cards, re-scored text,
 steered samples, concept matches. Pure functions from data to strings (the figures are in
-``plots.py``, the interactive widgets in ``widgets.py``).
+``plots.py``, the interactive widgets in ``widgets.py``). ``table_html`` (``render``'s) is
+handed on here, so a notebook's views all come from ``sae_steer.ui``.
 """
 from __future__ import annotations
 
@@ -9,9 +10,14 @@ from typing import Any
 
 from transformer_lens import HookedTransformer
 
-from sae_steer.inspect import Excerpt, FeatureCard, FeatureSearch, match_rows
+from sae_steer.inspect import (Excerpt, FeatureCard, FeatureSearch, feature_card, interesting_features,
+                               match_rows)
 from sae_steer.measure import Rescored, rescore
 from sae_steer.render import render_blocks, render_html, table_html
+
+__all__ = ["card_html", "card_text", "concept_feature_report", "feature_text",
+           "features_table_html", "generations_html", "interesting_features_html",
+           "matches_html", "rescored_blocks", "rescored_html", "table_html"]
 from sae_steer.steer import Generation
 from sae_steer.ui.plots import card_histogram, figure_png_uri
 
@@ -97,6 +103,22 @@ def card_html(card: FeatureCard, *, n_top: int | None = None, n_bands: int | Non
 def features_table_html(rows: list[dict]) -> str:
     """An HTML table of ``interesting_features`` (or ``match_rows``) rows, values escaped."""
     return table_html(rows, digits=4, css_class="sae-features")
+
+
+def interesting_features_html(search: FeatureSearch, model: Any = None, n: int = 15) -> str:
+    """The table of ``inspect.interesting_features``: alive, not dense, strongest first."""
+    return features_table_html(interesting_features(search, model, n=n))
+
+
+def matches_html(matches: dict) -> str:
+    """The table of ``inspect.match_rows``: each concept's best feature and its scores."""
+    return features_table_html(match_rows(matches))
+
+
+def feature_text(search: FeatureSearch, model: Any, sae: Any, feature: int, *,
+                 n_top: int | None = None, n_bands: int | None = None) -> str:
+    """``card_text`` of ``inspect.feature_card(search, model, sae, feature)``."""
+    return card_text(feature_card(search, model, sae, feature), n_top=n_top, n_bands=n_bands)
 
 
 def generations_html(
