@@ -9,11 +9,13 @@ from sae_steer.config.base import StageConfig, is_integer, require
 
 Architecture = Literal["relu", "topk", "jumprelu", "batchtopk", "matryoshka_batchtopk"]
 ARCHITECTURES: tuple[str, ...] = get_args(Architecture)
-TOPK_FAMILY: tuple[str, ...] = ("topk", "batchtopk", "matryoshka_batchtopk")
+BATCH_TOPK: tuple[str, ...] = ("batchtopk", "matryoshka_batchtopk")
+"""Trained on the batch's top ``k * batch`` activations, run as JumpReLU at one threshold."""
+TOPK_FAMILY: tuple[str, ...] = ("topk",) + BATCH_TOPK
 """Architectures that keep a fixed number of activations (``k`` per token, or ``k`` x batch
 over a batch) and revive dead features with AuxK; the others (relu, jumprelu) set sparsity
 with a penalty and resample dead features."""
-THRESHOLDED: tuple[str, ...] = ("jumprelu", "batchtopk", "matryoshka_batchtopk")
+THRESHOLDED: tuple[str, ...] = ("jumprelu",) + BATCH_TOPK
 """Architectures whose inference encoder is JumpReLU: a feature fires only above its
 ``threshold`` (learned per feature for jumprelu; one value estimated during training for
 the BatchTopK pair, which is how SAELens saves them too)."""

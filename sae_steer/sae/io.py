@@ -38,7 +38,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from sae_steer.config import SAEConfig
-from sae_steer.config.sae import THRESHOLDED
+from sae_steer.config.sae import BATCH_TOPK, THRESHOLDED
 from sae_steer.fsutil import atomic_path, write_json_atomic
 
 CFG_FILE = "cfg.json"
@@ -48,9 +48,6 @@ SAE_LENS_FORMAT_VERSION = "6.54.12"
 _PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".pkl", ".pickle", ".ckpt")
 _ARCH_TO_SAE_LENS = {"relu": "standard", "topk": "topk", "jumprelu": "jumprelu",
                      "batchtopk": "jumprelu", "matryoshka_batchtopk": "jumprelu"}
-_TRAINED_AS = ("batchtopk", "matryoshka_batchtopk")
-"""Ours saved as jumprelu, as SAELens saves its own; ``metadata.trained_architecture`` (with
-``k`` and ``matryoshka_widths``) brings them back as what they are when we load them."""
 _ARCH_FROM_SAE_LENS = {"standard": "relu", "topk": "topk", "jumprelu": "jumprelu",
                        "batchtopk": "jumprelu", "matryoshka_batchtopk": "jumprelu"}
 
@@ -80,7 +77,7 @@ def sae_lens_cfg_dict(sae: Any) -> dict:
     if cfg.architecture == "topk":
         # Our normalize_decoder_ folds row norms in, so no rescaling is needed at load.
         out.update(k=cfg.k, rescale_acts_by_decoder_norm=False)
-    if cfg.architecture in _TRAINED_AS:
+    if cfg.architecture in BATCH_TOPK:  # saved as jumprelu; this brings them back as they are
         out["metadata"].update(trained_architecture=cfg.architecture, k=cfg.k,
                                matryoshka_widths=cfg.matryoshka_widths)
     return out
@@ -157,7 +154,7 @@ def _sae_config_from_dict(cfg: dict, cfg_path: Path) -> tuple[SAEConfig, bool]:
 
 def _build_config(cfg: dict, meta: dict, arch: str) -> SAEConfig:
     ours = meta.get("trained_with") == "sae_steer" and meta.get("trained_architecture")
-    if arch == "jumprelu" and ours in _TRAINED_AS:
+    if arch == "jumprelu" and ours in BATCH_TOPK:
         return _build_config(cfg, {**meta, "trained_with": None}, arch).replace(
             architecture=ours, k=meta.get("k"), matryoshka_widths=meta.get("matryoshka_widths"))
     return SAEConfig(

@@ -31,7 +31,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from sae_steer.config import TrainConfig
-from sae_steer.config.sae import TOPK_FAMILY
+from sae_steer.config.sae import BATCH_TOPK, TOPK_FAMILY
 from sae_steer.sae import SAE, TrainStepOutput
 from sae_steer.sae.model import JUMPRELU_INIT_THRESHOLD
 from sae_steer.sae.precision import tf32_matmuls
@@ -265,13 +265,21 @@ def resample_dead(sae: SAE, optimizer: torch.optim.Optimizer, x: Float[Tensor, "
 def _log(sae: SAE, out: TrainStepOutput, x: Tensor, state: TrainState, cfg: TrainConfig,
          eval_fn: EvalFn | None, comm: Collectives = ONE_PROCESS) -> dict[str, float]:
     """Append one metrics row (on this step's batch, in the scaled space) and return it.
-    Across ranks each figure is of the global batch (the means are means of the ranks')."""
+    Across ranks each figure is of the global batch (the means are means of the ranks').
+
+    batchtopk and matryoshka_batchtopk report EV and L0 of the encoder they run with after
+    training (JumpReLU at the estimated threshold), as every other figure here is: the
+    training step's own L0 is k by construction."""
     arch = sae.cfg.architecture
     lr, coefficient = schedules(state.step - 1, cfg, arch)
     wide = torch.promote_types(out.loss.dtype, torch.float32)  # no rounding of any figure
+    feats = sae.encode(x)
+    x_hat, l0 = out.x_hat, out.l0
+    if arch in BATCH_TOPK:
+        x_hat, l0 = sae.decode(feats), (feats > 0).sum(-1).float().mean()
     means = comm.mean(torch.cat([  # one reduction for all of them
-        torch.stack([out.loss.detach(), out.mse_loss, out.l0]).to(wide),
-        (sae.encode(x) > 0).float().mean(0).to(wide)]))
+        torch.stack([out.loss.detach(), out.mse_loss, l0]).to(wide),
+        (feats > 0).float().mean(0).to(wide)]))
     loss, mse, l0 = means[:3].tolist()
     freq = means[3:].float()
     state.freq_sum += freq
@@ -279,7 +287,7 @@ def _log(sae: SAE, out: TrainStepOutput, x: Tensor, state: TrainState, cfg: Trai
         "step": state.step, "tokens": state.step * cfg.batch_size, "lr": lr,
         "l0_coefficient" if arch == "jumprelu" else "l1_coefficient": coefficient,
         "loss": loss, "mse": mse,
-        "explained_variance": explained_variance(x, out.x_hat, comm),
+        "explained_variance": explained_variance(x, x_hat, comm),
         "l0": l0,
         "dead_fraction": (state.steps_since_fired >= cfg.dead_after_steps).float().mean().item(),
         "dense_fraction": (freq > cfg.dense_threshold).float().mean().item(),

@@ -221,23 +221,59 @@ REFERENCE_PRESETS: dict[str, dict] = {
 }
 
 
-def reference_configs(model: HookedTransformer, preset: str = "small"
+QUICK_STEPS = 300
+"""``quick=True``'s budget in ``reference_configs``: enough to see each architecture's
+trade-off take shape in a minute or two (the notebooks' fast runs and tests use it)."""
+REFERENCE_L0_COEFFICIENT = 0.1
+"""jumprelu's ``l0_coefficient`` in ``reference_configs``: on toystories/small it ends near
+the relu reference's L0 (measured: see docs/results.md); SAELens's default 1.0 is for
+larger models, whose reconstruction error per token is larger."""
+
+
+def reference_configs(model: HookedTransformer, preset: str = "small", *,
+                      architecture: str = "relu", quick: bool = False,
                       ) -> tuple[str, SAEConfig, TrainConfig, int]:
-    """``(hook_name, sae_cfg, train_cfg, n_texts)`` of the reference SAE for ``model``."""
+    """``(hook_name, sae_cfg, train_cfg, n_texts)`` of the reference SAE for ``model``.
+
+    ``architecture``: the same recipe (texts, steps, optimiser, seed) for another
+    architecture, to compare them at one budget: the topk family keeps the relu reference's
+    final L0 (its ``k``, which trains that SAE first, or loads it), Matryoshka with the
+    prefixes ``d_sae / 8, / 4, / 2``; jumprelu uses ``REFERENCE_L0_COEFFICIENT``.
+    ``quick``: ``QUICK_STEPS`` steps, the schedules then fractions of them.
+    """
     if preset not in REFERENCE_PRESETS:
         raise ValueError(f"unknown reference preset {preset!r}; known: {sorted(REFERENCE_PRESETS)}")
     spec = REFERENCE_PRESETS[preset]
     hook_name = default_hook_name(model)
     d_model = hook_width(model, hook_name)
-    sae_cfg = SAEConfig(d_in=d_model, d_sae=spec["expansion"] * d_model, architecture="relu",
+    d_sae = spec["expansion"] * d_model
+    sae_cfg = SAEConfig(d_in=d_model, d_sae=d_sae, architecture="relu",
                         dataset_path=f"toystories/{preset}/train", device=str(model.cfg.device))
-    return hook_name, sae_cfg, TrainConfig(**spec["train"]), spec["n_texts"]
+    train_cfg = TrainConfig(**spec["train"])
+    if quick:
+        n_steps = QUICK_STEPS
+        train_cfg = train_cfg.replace(
+            n_steps=n_steps, lr_warmup_steps=None, lr_decay_steps=None, l1_warmup_steps=None,
+            resample_every=min(train_cfg.resample_every, n_steps // 4),
+            checkpoint_every=0, log_every=max(1, min(train_cfg.log_every, n_steps // 5)))
+    shape = {"architecture": architecture}
+    if architecture == "jumprelu":
+        train_cfg = train_cfg.replace(l0_coefficient=REFERENCE_L0_COEFFICIENT)
+    elif architecture != "relu":
+        relu = reference_training(model, preset, quick=quick, progress=False)
+        shape["k"] = max(1, round(relu.final["l0"]))
+    if architecture == "matryoshka_batchtopk":
+        shape["matryoshka_widths"] = tuple(d_sae // m for m in (8, 4, 2)) + (d_sae,)
+    return hook_name, sae_cfg.replace(**shape), train_cfg, spec["n_texts"]
 
 
 def reference_training(model: HookedTransformer, preset: str = "small", *,
+                       architecture: str = "relu", quick: bool = False,
                        progress: bool = True) -> TrainResult:
-    """The reference SAE with its training curves (trained once, then loaded from the cache)."""
-    hook_name, sae_cfg, train_cfg, n_texts = reference_configs(model, preset)
+    """The reference SAE with its training curves (trained once, then loaded from the
+    cache); ``architecture`` and ``quick`` as ``reference_configs`` takes them."""
+    hook_name, sae_cfg, train_cfg, n_texts = reference_configs(
+        model, preset, architecture=architecture, quick=quick)
     return load_or_train(
         model, lambda: load_texts("toystories", split="train", n=n_texts, preset=preset),
         hook_name, sae_cfg, train_cfg, progress=progress)

@@ -59,6 +59,24 @@ def plot_density_histogram(search: FeatureSearch, *, bins: int = 40) -> Figure:
     return fig
 
 
+def plot_architectures(finals: dict[str, dict[str, float]]) -> Figure:
+    """Explained variance and CE-loss increase against L0, one point per architecture
+    (``{architecture: TrainResult.final}``): the sparsity / fidelity trade-off side by side."""
+    panels = [("explained_variance", "explained variance (higher is better)"),
+              ("ce_increase", "CE-loss increase, nats (lower is better)")]
+    panels = [p for p in panels if any(p[0] in row for row in finals.values())]
+    fig = Figure(figsize=(4.2 * len(panels), 3.2), layout="constrained")
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    for ax, (key, title) in zip(axes, panels):
+        for arch, row in finals.items():
+            ax.scatter(row["l0"], row.get(key, math.nan), label=arch)
+            ax.annotate(arch, (row["l0"], row.get(key, math.nan)), fontsize=7,
+                        xytext=(4, 3), textcoords="offset points")
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("L0 (active features / token)")
+    return fig
+
+
 def plot_history(history: list[dict[str, float]]) -> "Figure":
     """Training curves (one panel per metric) as a matplotlib Figure."""
     panels = [("mse", "MSE (scaled inputs)"), ("explained_variance", "explained variance"),

@@ -134,3 +134,35 @@ def test_reference_sae_reconstructs_the_world(world):
     assert final["dead_fraction"] < 0.2
     assert 1 < final["l0"] < sae.cfg.d_sae / 10
     assert pipeline.reference_sae(model, progress=False).cfg == sae.cfg  # cached
+
+
+def test_reference_configs_for_every_architecture_share_the_recipe(world, monkeypatch):
+    """One budget for all: the same texts, steps and optimiser; the topk family at the relu
+    reference's L0, jumprelu with its fixed coefficient; quick shortens every schedule."""
+    model, hook, _ = world
+    seen = []
+
+    def relu_reference(model, preset, *, quick, progress):
+        seen.append(quick)
+        return pipeline.TrainResult(sae=None, history=[{"l0": 9.6}], steps=1, seconds=0.0,
+                                    scale=1.0)
+
+    monkeypatch.setattr(pipeline, "reference_training", relu_reference)
+    base = pipeline.reference_configs(model)
+    for arch in ("topk", "jumprelu", "batchtopk", "matryoshka_batchtopk"):
+        hook_name, sae_cfg, train_cfg, n_texts = pipeline.reference_configs(
+            model, architecture=arch)
+        assert (hook_name, n_texts) == (base[0], base[3])
+        assert sae_cfg.architecture == arch and sae_cfg.d_sae == base[1].d_sae
+        assert sae_cfg.k == (None if arch == "jumprelu" else 10)
+        changed = set(train_cfg.diff(base[2]))
+        assert changed == ({"l0_coefficient"} if arch == "jumprelu" else set())
+    d_sae = base[1].d_sae
+    assert pipeline.reference_configs(model, architecture="matryoshka_batchtopk")[
+        1].matryoshka_widths == (d_sae // 8, d_sae // 4, d_sae // 2, d_sae)
+    quick = pipeline.reference_configs(model, architecture="topk", quick=True)[2]
+    assert quick.n_steps == pipeline.QUICK_STEPS and seen[-1] is True
+    assert quick.resolved(d_sae).lr_decay_steps < base[2].lr_decay_steps
+    # the relu reference itself: its key, and so the cached SAE, unchanged
+    assert pipeline.cache_key(model, hook, base[1], base[2]) == pipeline.cache_key(
+        model, hook, *pipeline.reference_configs(model, architecture="relu")[1:3])

@@ -5,7 +5,7 @@ import math
 from types import SimpleNamespace
 
 from sae_steer.measure import poisson_ratio
-from sae_steer.ui.plots import plot_lifts
+from sae_steer.ui.plots import plot_architectures, plot_lifts
 
 
 def _result(feature, control, direction=None):
@@ -47,3 +47,13 @@ def test_plot_screen_marks_remeasured_and_confirmed_features():
     assert [t.get_text() for t in ax.texts] == ["4"]  # only the confirmed one is numbered
     labels = [t.get_text() for t in ax.get_legend().get_texts()]
     assert sorted(labels) == ["re-measured (stage 2)", "stage 1 (8 samples)"]
+
+
+def test_plot_architectures_puts_each_architecture_on_both_panels():
+    finals = {"relu": {"l0": 10.0, "explained_variance": 0.88, "ce_increase": 0.1},
+              "topk": {"l0": 10.0, "explained_variance": 0.9, "ce_increase": 0.08},
+              "jumprelu": {"l0": 12.0, "explained_variance": 0.91}}
+    fig = plot_architectures(finals)
+    ev, ce = fig.axes
+    assert [t.get_text() for t in ev.texts] == ["relu", "topk", "jumprelu"]
+    assert len(ce.collections) == 3 and "CE" in ce.get_title()
