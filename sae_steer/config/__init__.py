@@ -4,7 +4,8 @@ Stages: ``SAEConfig`` (the SAE's shape), ``TrainConfig`` (its training), ``Searc
 (the feature search), ``SteerConfig`` (how steered samples are drawn), ``ChooseConfig``
 (how a feature is chosen for a concept), ``WorldConfig`` (the offline world). Each class
 validates itself in ``__post_init__`` with messages a user can act on. ``rules`` states when
-steering worked (targets, cost budget, the pass rule) for every sweep, choice and bench.
+steering worked (targets, cost budget, the pass rule) for every sweep, choice and bench;
+``seeds`` which seeds every run, baseline, control, selection and confirmation uses.
 Standard library only: every other module imports this one, so it must stay light.
 """
 from sae_steer.config.base import StageConfig, check_number, replace_config
@@ -13,11 +14,13 @@ from sae_steer.config.rules import (COST_BUDGET, FIRES_GAIN_TARGET, LIFT_TARGET,
 from sae_steer.config.sae import SAEConfig, TrainConfig
 from sae_steer.config.screen import ScreenConfig
 from sae_steer.config.search import SearchConfig
+from sae_steer.config.seeds import NORM_SEED, control_seed, sample_seed, sample_seeds
 from sae_steer.config.steer import (MODES, POSITIONS, SCALE_UNITS, ChooseConfig, SteerConfig,
                                     choose_config, steer_config)
 from sae_steer.config.world import NeoConfig, WorldConfig
 
-__all__ = ["COST_BUDGET", "FIRES_GAIN_TARGET", "LIFT_TARGET", "MODES", "POSITIONS", "SCALE_UNITS",
+__all__ = ["COST_BUDGET", "FIRES_GAIN_TARGET", "LIFT_TARGET", "MODES", "NORM_SEED", "POSITIONS",
+           "SCALE_UNITS", "control_seed", "sample_seed", "sample_seeds",
            "SUCCESS_TARGETS", "ChooseConfig", "NeoConfig", "SAEConfig",
            "ScreenConfig", "SearchConfig", "StageConfig", "SteerConfig", "TrainConfig", "WorldConfig", "best_scale",
            "check_number", "choose_config", "passes", "replace_config", "steer_config",

@@ -5,6 +5,7 @@ import dataclasses
 
 from sae_steer.config.base import (StageConfig, check_number, require, require_integers,
                                    require_positive_integers)
+from sae_steer.config.steer import SteerConfig
 
 
 @dataclasses.dataclass
@@ -33,7 +34,7 @@ class ScreenConfig(StageConfig):
     """Stage-2 samples per side. With the fire-gain rule, a true gain near 0.5 needs about
     this many for its lower bound to clear 0.3."""
     confirm_seed: int = 1000
-    """Seed of stage 2: its samples never repeat stage 1's (seeds ``seed * 1_000_003 + j``)."""
+    """Seed of stage 2: its samples never repeat stage 1's (``config.seeds``: the scheme)."""
     n_words: int = 5
     """A feature's "own words": the ``n_words`` tokens it fires on most in the search."""
 
@@ -46,3 +47,12 @@ class ScreenConfig(StageConfig):
         require_integers(self, ("seed", "confirm_seed"))
         require(self.seed != self.confirm_seed,
                 "seed and confirm_seed must differ: confirmation uses fresh seeds")
+
+    def stage1_steer(self, steer: SteerConfig) -> SteerConfig:
+        """The caller's ``SteerConfig`` as stage 1 samples it: ``n_samples`` from ``seed``."""
+        return steer.replace(n_samples=self.n_samples, seed=self.seed)
+
+    def confirm_steer(self, steer: SteerConfig) -> SteerConfig:
+        """The caller's ``SteerConfig`` as stage 2 samples it: ``n_final`` from
+        ``confirm_seed``, at relative scales (stage 1's unit)."""
+        return steer.replace(seed=self.confirm_seed, n_samples=self.n_final, scale_unit="relative")

@@ -39,7 +39,7 @@ class SteerConfig(StageConfig):
     n_samples: int = 2
     """Samples per call; steered and unsteered sample j share one random stream."""
     seed: int = 0
-    """Sample j draws from generator seed ``sample_seed(seed, j)``."""
+    """Sample j draws from generator seed ``sample_seed(seed, j)`` (``config.seeds``)."""
     temperature: float = 1.0
     """Sampling temperature; 0 is greedy."""
     mode: str = "decoder_row"
@@ -109,7 +109,7 @@ class ChooseConfig(StageConfig):
     n_final: int = 32
     """Fresh samples on which the choice is measured."""
     select_seed: int = 0
-    """Seed of the selection samples."""
+    """Seed of the selection samples (``config.seeds``: the scheme)."""
     final_seed: int = 1000
     """Seed of the measurement samples (disjoint from the selection's for any sane sizes)."""
     target: float = LIFT_TARGET
@@ -131,6 +131,14 @@ class ChooseConfig(StageConfig):
             check_number(getattr(self, name), name)
         require(self.select_seed != self.final_seed,
                  "select_seed and final_seed must differ: a choice is measured on fresh seeds")
+
+    def select_steer(self, steer: SteerConfig) -> SteerConfig:
+        """``steer`` as the selection samples it: ``n_select`` samples from ``select_seed``."""
+        return steer.replace(n_samples=self.n_select, seed=self.select_seed)
+
+    def final_steer(self, steer: SteerConfig) -> SteerConfig:
+        """``steer`` as the measurement samples it: ``n_final`` samples from ``final_seed``."""
+        return steer.replace(n_samples=self.n_final, seed=self.final_seed)
 
 
 

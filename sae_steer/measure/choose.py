@@ -13,12 +13,11 @@ import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-
 from sae_steer.config import (COST_BUDGET, FIRES_GAIN_TARGET, ChooseConfig, SteerConfig,
                               choose_config, passes, steer_config, within_budget)
 from sae_steer.measure.candidates import ConceptCandidates, concept_candidates
-from sae_steer.measure.report import Control, SteeringReport, direction_control, steering_report
-from sae_steer.measure.sweep import Sweep, scale_sweep, scale_sweeps
+from sae_steer.measure.report import Control, SteeringReport, direction_control, run_report
+from sae_steer.measure.sweep import SWEEP_SAMPLES, Sweep, run_sweeps
 from sae_steer.steer import Steerer
 
 if TYPE_CHECKING:
@@ -56,12 +55,23 @@ def choose_feature(
     """Sweep the top ``n_candidates`` predictive features, the on-word and pre-word features
     and the best-aligned one (samples drawn with ``cfg``, relative scales by default); keep
     the best."""
-    cfg = steer_config(cfg or SteerConfig(n_samples=16, scale_unit="relative"), **settings)
+    cfg = steer_config(cfg or SteerConfig(n_samples=SWEEP_SAMPLES, scale_unit="relative"),
+                       **settings)
+    return run_choice(model, sae, candidates, scales, cfg, n_candidates=n_candidates,
+                      target=target, cost_budget=cost_budget)
+
+
+def run_choice(
+    model: HookedTransformer, sae: Any, candidates: ConceptCandidates, scales: Sequence[float],
+    cfg: SteerConfig, *, n_candidates: int = 3, target: float | None = None,
+    cost_budget: float = COST_BUDGET,
+) -> ConceptChoice:
+    """``choose_feature`` on resolved settings (no shortcuts): what ``steer_concept`` calls."""
     extra = [candidates.on_word] + ([candidates.pre_word] if candidates.pre_word >= 0 else [])
     extra += candidates.aligned[:1]
     pool = list(dict.fromkeys(candidates.predictive[:n_candidates] + extra))
-    sweeps = scale_sweeps(model, sae, pool, scales, cfg, concept=candidates.concept,
-                          target=target, cost_budget=cost_budget)
+    sweeps = run_sweeps(model, sae, pool, scales, cfg, concept=candidates.concept,
+                        target=target, cost_budget=cost_budget)
     best = min(pool, key=lambda f: _rank(sweeps[f]))
     kind = ("predictive" if best in candidates.predictive[:n_candidates]
             else "on_word" if best == candidates.on_word
@@ -144,13 +154,13 @@ def steer_concept(
     # candidates' effect is read at a relative scale)
     steer = steer.replace(resid_norm=Steerer.for_config(model, sae, steer).resid_norm)
     cands = concept_candidates(model, sae, texts, concept, cfg, resid_norm=steer.resid_norm)
-    choice = choose_feature(model, sae, cands, cfg.scales, steer, n_candidates=cfg.n_candidates,
-                            target=cfg.target * cfg.select_margin, cost_budget=cfg.cost_budget,
-                            n_samples=cfg.n_select, seed=cfg.select_seed)
+    # selection and measurement: the seeds and sizes config.seeds names, derived once
+    choice = run_choice(model, sae, cands, cfg.scales, cfg.select_steer(steer),
+                        n_candidates=cfg.n_candidates, target=cfg.target * cfg.select_margin,
+                        cost_budget=cfg.cost_budget)
     rel = choice.sweep.best_scale()
-    report = steering_report(model, sae, choice.feature, rel, steer, concept=cands.concept,
-                             rescore_features=[cands.on_word], n_samples=cfg.n_final,
-                             seed=cfg.final_seed)
+    report = run_report(model, sae, choice.feature, rel, cfg.final_steer(steer),
+                        concept=cands.concept, rescore_features=[cands.on_word])
     direction = None
     if cands.direction is not None and report.config.mode != "clamp":
         gen, _ = report.generations
@@ -197,10 +207,9 @@ def steer_feature(model: HookedTransformer, sae: Any, feature: int,
     steer = steer or SteerConfig(scale_unit="relative")
     if steer.scale_unit == "relative":  # the sweep and the report push with one norm
         steer = steer.replace(resid_norm=Steerer.for_config(model, sae, steer).resid_norm)
-    sweep = scale_sweep(model, sae, feature, cfg.scales, steer, success="fires_gain",
-                        target=FIRES_GAIN_TARGET, cost_budget=cfg.cost_budget,
-                        n_samples=cfg.n_select, seed=cfg.select_seed)
+    sweep = run_sweeps(model, sae, [feature], cfg.scales, cfg.select_steer(steer),
+                       success="fires_gain", target=FIRES_GAIN_TARGET,
+                       cost_budget=cfg.cost_budget)[feature]
     scale = sweep.best_scale()
-    report = steering_report(model, sae, feature, scale, steer, n_samples=cfg.n_final,
-                             seed=cfg.final_seed)
+    report = run_report(model, sae, feature, scale, cfg.final_steer(steer))
     return FeatureResult(feature, scale, sweep, report, cfg)

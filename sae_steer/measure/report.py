@@ -27,19 +27,21 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
-from sae_steer.config import SteerConfig, steer_config
+from sae_steer.config import SteerConfig, control_seed, sample_seeds, steer_config
 from sae_steer.fsutil import write_json_atomic
 from sae_steer.lm import check_sae_fits
 from sae_steer.measure.concepts import as_concept
 from sae_steer.measure.sides import Comparison, SideStats, compare, side_stats
 from sae_steer.measure.stats import Estimate, Ratio
 from sae_steer.steer import (Generation, Steerer, generate_along, generate_steered, generate_unsteered,
-                             sample_seed, steering_direction)
+                             steering_direction)
 from sae_steer.steer.batch import generate_rows
 
 if TYPE_CHECKING:
     from transformer_lens import HookedTransformer
 
+REPORT_SAMPLES = 32
+"""Samples per side of a report when the caller's settings do not say."""
 
 @dataclasses.dataclass
 class Control:
@@ -136,12 +138,6 @@ def steering_norm(sae: Any, feature: int, scale: float) -> float:
     return abs(scale) * float(sae.W_dec[feature].detach().float().norm())
 
 
-def random_seed(cfg: SteerConfig, feature: int) -> int:
-    """The random control's seed for ``feature`` under ``cfg``: fixed per (seed, feature), so
-    every report of that feature on those seeds meets the same direction."""
-    return cfg.seed * 7919 + feature
-
-
 def direction_control(model: HookedTransformer, sae: Any, gen: Generation, cfg: SteerConfig,
                       features: Sequence[int], concept: Any, base: SideStats, direction: Tensor,
                       *, seed: int = -1, kind: str = "reference") -> Control:
@@ -155,8 +151,8 @@ def direction_control(model: HookedTransformer, sae: Any, gen: Generation, cfg: 
 
 
 def random_direction(cfg: SteerConfig, feature: int, d_model: int) -> tuple[int, Tensor]:
-    """The random control's seed (``random_seed``) and direction for ``feature``."""
-    seed = random_seed(cfg, feature)
+    """The random control's seed (``config.seeds.control_seed``) and direction for ``feature``."""
+    seed = control_seed(cfg.seed, feature)
     return seed, torch.randn(d_model, generator=torch.Generator().manual_seed(seed))
 
 
@@ -181,10 +177,27 @@ def steering_reports(
     ``concept``: one concept for every item, or ``{feature: concept}``. Clamp mode is not
     a fixed vector per row, so it runs one report at a time.
     """
-    cfg = steer_config(cfg or SteerConfig(n_samples=32), **settings)
+    return run_reports(model, sae, items, report_config(cfg, **settings), concept=concept,
+                       rescore_features=rescore_features, unsteered=unsteered, control=control,
+                       progress=progress)
+
+
+def report_config(cfg: SteerConfig | None = None, **settings: Any) -> SteerConfig:
+    """The settings a report samples with: ``cfg`` (default ``SteerConfig(n_samples=
+    REPORT_SAMPLES)``) with the keyword shortcuts applied, resolved once here."""
+    return steer_config(cfg or SteerConfig(n_samples=REPORT_SAMPLES), **settings)
+
+
+def run_reports(
+    model: HookedTransformer, sae: Any, items: Sequence[tuple[int, float]], cfg: SteerConfig,
+    *, concept: Any = None, rescore_features: Sequence[int] | None = None,
+    unsteered: Generation | None = None, control: bool = True, progress: bool = False,
+) -> list[SteeringReport]:
+    """``steering_reports`` on resolved settings (no shortcuts): what sweeps, choices and
+    the screen call, each with the ``SteerConfig`` it derived."""
     concepts = _concepts(concept, [f for f, _ in items])
     base = unsteered if unsteered is not None else generate_unsteered(model, cfg)
-    if base.seeds != [sample_seed(cfg.seed, j) for j in range(cfg.n_samples)]:
+    if base.seeds != sample_seeds(cfg.seed, cfg.n_samples):
         raise ValueError("the unsteered baseline was sampled with other seeds/n_samples")
     if cfg.mode == "clamp":
         return [_report(model, sae, generate_steered(model, sae, f, sc, cfg), base, cfg,
@@ -230,7 +243,7 @@ def _report(model: HookedTransformer, sae: Any, gen: Generation, base: Generatio
         ctrl = random_control(model, sae, gen, cfg, features, concept, u)
     elif control:
         side = side_stats(model, sae, control, features, concept, cfg.fire_threshold)
-        ctrl = Control(steering_norm(sae, gen.feature, gen.scale), random_seed(cfg, gen.feature),
+        ctrl = Control(steering_norm(sae, gen.feature, gen.scale), control_seed(cfg.seed, gen.feature),
                        side, compare(side, u), "random")
     return SteeringReport(gen.feature, gen.scale, cfg.mode,
                           concept.name if concept is not None else None, s, u, compare(s, u),
@@ -245,7 +258,7 @@ def steering_report(
 ) -> SteeringReport:
     """Steered vs unsteered samples with the same seeds, measured on the generated tokens.
 
-    ``cfg`` holds the sampling settings (default ``SteerConfig(n_samples=32)``; keyword
+    ``cfg`` holds the sampling settings (default ``report_config()``: 32 samples; keyword
     ``settings`` are shortcuts for its fields, e.g. ``n_samples=64``). ``concept`` (a
     ``Concept``) adds its rate per 100 tokens and the lift. ``rescore_features`` (default:
     the steered feature) are re-scored on both sides, e.g. add the concept's on-word
@@ -254,7 +267,16 @@ def steering_report(
     to select; a measured report should keep it). Many reports on the same seeds:
     ``steering_reports`` (one batch).
     """
-    cfg = steer_config(cfg or SteerConfig(n_samples=32), **settings)
+    return run_report(model, sae, feature, scale, report_config(cfg, **settings), concept=concept,
+                      rescore_features=rescore_features, unsteered=unsteered, control=control)
+
+
+def run_report(
+    model: HookedTransformer, sae: Any, feature: int, scale: float, cfg: SteerConfig, *,
+    concept: Any = None, rescore_features: Sequence[int] | None = None,
+    unsteered: Generation | None = None, control: bool = True,
+) -> SteeringReport:
+    """``steering_report`` on resolved settings (no shortcuts)."""
     concept = as_concept(concept) if concept is not None else None
     gen = generate_steered(model, sae, feature, scale, cfg)
     base = unsteered if unsteered is not None else generate_unsteered(model, cfg)

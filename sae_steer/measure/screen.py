@@ -33,18 +33,18 @@ import torch
 from tqdm.auto import tqdm
 
 from sae_steer.config import (COST_BUDGET, FIRES_GAIN_TARGET, LIFT_TARGET, ScreenConfig,
-                              SteerConfig, best_scale, passes, steer_config)
+                              SteerConfig, best_scale, passes, sample_seeds, steer_config)
 from sae_steer.fingerprint import model_fingerprint, sae_fingerprint
 from sae_steer.fsutil import cache_dir
 from sae_steer.inspect import FeatureSearch
 from sae_steer.lm import model_name, score_rows
 from sae_steer.measure.concepts import Concept
-from sae_steer.measure.report import SteeringReport, steering_reports
+from sae_steer.measure.report import SteeringReport, run_reports
 from sae_steer.measure.sides import Comparison, SideStats, compare, side_stats
 from sae_steer.measure.rescore import Measured, require_clean
 from sae_steer.measure.screen_results import DEFINITIONS, SteerabilityScreen
 from sae_steer.measure.steerability import feature_scores
-from sae_steer.steer import Generation, Steerer, sample_seed
+from sae_steer.steer import Generation, Steerer
 from sae_steer.steer.batch import generate_rows, generation_rows
 
 if TYPE_CHECKING:
@@ -124,7 +124,7 @@ def _baseline(model: HookedTransformer, sae: Any, steer: SteerConfig, hook: str,
               n: int, features: Sequence[int]) -> tuple[Generation, Measured]:
     """The shared unsteered samples and their re-scoring for every feature in ``features``."""
     require_clean(model)
-    gen = generate_rows(model, hook, None, [sample_seed(seed, j) for j in range(n)], steer)
+    gen = generate_rows(model, hook, None, sample_seeds(seed, n), steer)
     feats = torch.as_tensor(list(features), dtype=torch.long, device=sae.W_dec.device)
     scored = score_rows(model, gen.tokens, hook,
                         lambda act, rows: sae.encode(act.to(sae.W_dec.device))[..., feats])
@@ -168,9 +168,9 @@ def confirm(model: HookedTransformer, sae: Any, picks: Sequence[tuple[int, float
             control: bool = True) -> dict[int, SteeringReport]:
     """Stage 2: a full ``SteeringReport`` per (feature, relative scale) in ``picks``, on
     ``cfg.n_final`` seeds from ``cfg.confirm_seed``, with the random-direction control
-    (``control=False``: without), all rows in shared batches (``steering_reports``)."""
-    fresh = steer.replace(seed=cfg.confirm_seed, n_samples=cfg.n_final, scale_unit="relative")
-    reports = steering_reports(model, sae, picks, fresh, concept=words, control=control)
+    (``control=False``: without), all rows in shared batches (``report.run_reports``)."""
+    fresh = cfg.confirm_steer(steer)
+    reports = run_reports(model, sae, picks, fresh, concept=words, control=control)
     return {f: r for (f, _), r in zip(picks, reports)}
 
 

@@ -14,17 +14,18 @@ import dataclasses
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-
 # suggest_scale is public here too (sae_steer.measure.suggest_scale): the rule's one home is
 # config.rules
 from sae_steer.config import (COST_BUDGET, SUCCESS_TARGETS, SteerConfig, best_scale, passes,
                               steer_config, suggest_scale)
-from sae_steer.measure.report import SteeringReport, steering_reports
+from sae_steer.measure.report import SteeringReport, run_reports
 from sae_steer.steer import Steerer, generate_unsteered
 
 if TYPE_CHECKING:
     from transformer_lens import HookedTransformer
 
+SWEEP_SAMPLES = 16
+"""Samples per scale of a sweep when the caller's settings do not say."""
 SUCCESS = tuple(SUCCESS_TARGETS)
 """The success measures (``fires_gain``, ``concept_lift``); targets in ``config.rules``."""
 
@@ -82,8 +83,9 @@ def scale_sweep(
     (they select; the measured report that follows a choice carries it). Several features
     on one baseline, in shared batches: ``scale_sweeps``.
     """
-    return scale_sweeps(model, sae, [feature], scales, cfg, concept=concept, success=success,
-                        target=target, cost_budget=cost_budget, **settings)[feature]
+    return run_sweeps(model, sae, [feature], scales, sweep_config(cfg, **settings),
+                      concept=concept, success=success, target=target,
+                      cost_budget=cost_budget)[feature]
 
 
 def scale_sweeps(
@@ -93,7 +95,22 @@ def scale_sweeps(
 ) -> dict[int, Sweep]:
     """``scale_sweep`` for each of ``features``: every (feature, scale) on the same seeds and
     one unsteered baseline, all rows generated in shared batches (``steering_reports``)."""
-    cfg = steer_config(cfg or SteerConfig(n_samples=16), **settings)
+    return run_sweeps(model, sae, features, scales, sweep_config(cfg, **settings),
+                      concept=concept, success=success, target=target, cost_budget=cost_budget)
+
+
+def sweep_config(cfg: SteerConfig | None = None, **settings: Any) -> SteerConfig:
+    """The settings a sweep samples with: ``cfg`` (default ``SteerConfig(n_samples=
+    SWEEP_SAMPLES)``) with the keyword shortcuts applied, resolved once here."""
+    return steer_config(cfg or SteerConfig(n_samples=SWEEP_SAMPLES), **settings)
+
+
+def run_sweeps(
+    model: HookedTransformer, sae: Any, features: Sequence[int], scales: Sequence[float],
+    cfg: SteerConfig, *, concept: Any = None, success: str | None = None,
+    target: float | None = None, cost_budget: float = COST_BUDGET,
+) -> dict[int, Sweep]:
+    """``scale_sweeps`` on resolved settings (no shortcuts): what a choice calls."""
     success = success or ("concept_lift" if concept is not None else "fires_gain")
     if success not in SUCCESS:
         raise ValueError(f"success must be one of {SUCCESS}, got {success!r}")
@@ -103,10 +120,10 @@ def scale_sweeps(
         raise ValueError("scales is empty: give a list such as [0.1, 0.3, 0.5, 1.0]")
     target = target if target is not None else SUCCESS_TARGETS[success]
     if cfg.scale_unit == "relative":  # one norm for all scales
-        cfg = steer_config(cfg, resid_norm=Steerer.for_config(model, sae, cfg).resid_norm)
+        cfg = cfg.replace(resid_norm=Steerer.for_config(model, sae, cfg).resid_norm)
     base = generate_unsteered(model, cfg)
-    reports = steering_reports(model, sae, [(f, sc) for f in features for sc in scales], cfg,
-                               concept=concept, unsteered=base, control=False)
+    reports = run_reports(model, sae, [(f, sc) for f in features for sc in scales], cfg,
+                          concept=concept, unsteered=base, control=False)
     out = {}
     for k, f in enumerate(features):
         mine = reports[k * len(scales) : (k + 1) * len(scales)]

@@ -21,7 +21,7 @@ from torch import Tensor
 from transformer_lens import HookedTransformer
 from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
 
-from sae_steer.config import SteerConfig, steer_config
+from sae_steer.config import NORM_SEED, SteerConfig, sample_seeds, steer_config
 from sae_steer.lm import hook_activations, pad_rows, to_text, tokenize
 from sae_steer.steer.hooks import Positions, SteeringStats, steering
 
@@ -52,11 +52,6 @@ class Generation:
         """Samples ``lo..hi-1`` as a Generation of their own (same prompt and settings)."""
         return Generation(self.texts[lo:hi], self.tokens[lo:hi], self.prompt_len,
                           self.seeds[lo:hi], config=self.config)
-
-
-def sample_seed(seed: int, j: int) -> int:
-    """Sample j of a call with ``seed`` uses this generator seed (so n=4 extends n=2)."""
-    return (int(seed) * 1_000_003 + j) % (2**63 - 1)
 
 
 def prompt_tokens(model: HookedTransformer, prompt: Any) -> Tensor:
@@ -173,7 +168,7 @@ def typical_resid_norm(
         prompt: Any = "Once upon a time" if model.tokenizer is not None else [0]
         n_new = min(64, model.cfg.n_ctx - len(prompt_tokens(model, prompt)))
         gen = generate_unsteered(model, SteerConfig(prompt=prompt, max_new_tokens=n_new,
-                                                    n_samples=8, seed=12345))
+                                                    n_samples=8, seed=NORM_SEED))
         tokens, mask = pad_rows(gen.tokens)
     acts = hook_activations(model, tokens, hook_name)
     norms = acts.float().norm(dim=-1)[:, 1:]
@@ -186,7 +181,7 @@ def typical_resid_norm(
 def _draw(model: HookedTransformer, cfg: SteerConfig) -> tuple[Tensor, list[int]]:
     prompt = prompt_tokens(model, cfg.prompt)
     _check_lengths(model, len(prompt), cfg.max_new_tokens)
-    return prompt, [sample_seed(cfg.seed, j) for j in range(cfg.n_samples)]
+    return prompt, sample_seeds(cfg.seed, cfg.n_samples)
 
 
 def _positions_gate(cfg: SteerConfig, prompt_len: int) -> Positions:

@@ -104,7 +104,7 @@ def generate_steered(
     """``cfg.n_samples`` texts from ``cfg.prompt`` while steering with SAE feature ``feature``
     at ``scale``, or with several features at once: ``{feature: scale, ...}`` (no ``scale``).
 
-    Batched; sample j uses generator seed ``sample_seed(cfg.seed, j)`` for both steered and
+    Batched; sample j uses generator seed ``sample_seed(cfg.seed, j)`` (``config.seeds``) for both steered and
     unsteered runs, so they are comparable token by token. Stops at end-of-text (texts and
     tokens are cut before the first EOS). Scales are in ``cfg.scale_unit``: absolute;
     ``"relative"``, a multiple of the typical residual norm at the hook (``cfg.resid_norm``;

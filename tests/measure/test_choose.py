@@ -90,7 +90,7 @@ def test_choose_feature_runs_sweeps(tiny_model, monkeypatch):
         return {f: _sweep([1, 6 if f == 4 else 2, 9], [0.1, 0.4, 2.0], 0.3 if f == 4 else None)
                 for f in features}
 
-    monkeypatch.setattr(choose, "scale_sweeps", fake_sweeps)
+    monkeypatch.setattr(choose, "run_sweeps", fake_sweeps)
     cand = ConceptCandidates(danger, {1: 1.0}, [2, 4, 6, 7], torch.zeros(8), 6, 0.9)
     choice = choose_feature(tiny_model, make_sae(), cand, [0.1, 0.3, 0.5], n_candidates=3)
     assert calls == [2, 4, 6] and choice.feature == 4 and choice.scale == 0.3
@@ -141,8 +141,7 @@ def test_selection_and_measurement_never_share_a_sample(tiny_model, monkeypatch)
     """steer_concept picks on the select seeds and measures on fresh ones: no sample of the
     measurement was seen by the selection."""
     import sae_steer.measure.choose as choose
-    from sae_steer.config import ChooseConfig, SteerConfig
-    from sae_steer.steer import sample_seed
+    from sae_steer.config import ChooseConfig, SteerConfig, sample_seed
 
     danger = planted_concepts()["danger"]
     seen = {"select": set(), "final": set()}
@@ -157,14 +156,14 @@ def test_selection_and_measurement_never_share_a_sample(tiny_model, monkeypatch)
         seen["select"] |= seeds(cfg, cfg.n_samples, cfg.seed)
         return {f: _sweep([1, 9, 9], [0.1, 0.2, 0.3], 0.3) for f in features}
 
-    def fake_report(model, sae, feature, scale, cfg=None, **kw):
-        cfg = cfg.replace(**{k: v for k, v in kw.items() if k in ("n_samples", "seed")})
+    def fake_report(model, sae, feature, scale, cfg, **kw):
+        assert not kw.keys() & {"n_samples", "seed"}  # settings arrive resolved, in cfg
         seen["final"] |= seeds(cfg, cfg.n_samples, cfg.seed)
         return "report"
 
     monkeypatch.setattr(choose, "concept_candidates", fake_candidates)
-    monkeypatch.setattr(choose, "scale_sweeps", fake_sweeps)
-    monkeypatch.setattr(choose, "steering_report", fake_report)
+    monkeypatch.setattr(choose, "run_sweeps", fake_sweeps)
+    monkeypatch.setattr(choose, "run_report", fake_report)
     result = choose.steer_concept(tiny_model, make_sae(), ["text"], danger,
                                   ChooseConfig(n_select=16, n_final=64),
                                   SteerConfig(scale_unit="relative", resid_norm=1.0))
@@ -226,7 +225,7 @@ def test_choose_feature_sweeps_the_best_aligned_feature_too(tiny_model, monkeypa
         return {f: _sweep([1, 6 if f == 5 else 2, 9], [0.1, 0.4, 2.0], 0.3 if f == 5 else None)
                 for f in features}
 
-    monkeypatch.setattr(choose, "scale_sweeps", fake_sweeps)
+    monkeypatch.setattr(choose, "run_sweeps", fake_sweeps)
     danger = planted_concepts()["danger"]
     cand = ConceptCandidates(danger, {1: 1.0}, [2, 4], torch.zeros(8), 6, 0.9, 7, 0.5,
                              aligned=[5, 3], direction=torch.ones(16))
@@ -254,7 +253,7 @@ def test_steer_concept_measures_the_context_direction_on_the_same_seeds(tiny_mod
         return {f: _sweep([1, 9, 9], [0.1, 0.2, 0.3], 0.3) for f in features}
 
     monkeypatch.setattr(choose, "concept_candidates", fake_candidates)
-    monkeypatch.setattr(choose, "scale_sweeps", fake_sweeps)
+    monkeypatch.setattr(choose, "run_sweeps", fake_sweeps)
     result = choose.steer_concept(
         tiny_model, sae, ["text"], anything, ChooseConfig(n_select=4, n_final=6),
         SteerConfig(scale_unit="relative", resid_norm=2.0, prompt=PROMPT, max_new_tokens=8))
