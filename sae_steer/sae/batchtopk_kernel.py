@@ -24,6 +24,30 @@ from sae_steer.sae.kernels import (FAST_DTYPES, SAEWeights, TrainStepOutput, aux
                                    dead_columns, dense_training_forward, step_output)
 
 
+ROW_CANDIDATES = 4
+"""``batch_top`` first keeps each token's ``ROW_CANDIDATES * k`` largest pre-activations."""
+
+
+def batch_top(pre: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """The ``k * N`` largest entries of ``pre [N, d_sae]``: (values, flat indices).
+
+    One topk over all N * d_sae entries with so large a k is slow (3.6 s of a 10 s step at
+    N 4,096, d_sae 10,000, k 32 on CPU). Each token's own ``ROW_CANDIDATES * k`` largest, then
+    the top of those, is the same set unless some token has every one of its candidates in
+    it (it may then have more); that is checked, one host sync, and then the whole batch is
+    searched after all.
+    """
+    n, d_sae = pre.shape
+    per_row = ROW_CANDIDATES * k
+    if per_row < d_sae:
+        row_vals, row_idx = pre.topk(per_row, dim=1, sorted=False)
+        vals, pos = row_vals.view(-1).topk(k * n, sorted=False)
+        if not bool((row_vals.amin(dim=1) >= vals.min()).any()):
+            rows = torch.div(pos, per_row, rounding_mode="floor")
+            return vals, rows * d_sae + row_idx.view(-1)[pos]
+    return pre.view(-1).topk(k * n, sorted=False)
+
+
 class _BatchTopKLoss(torch.autograd.Function):
     """(outer mse, summed inner mse) of a (Matryoshka) BatchTopK SAE.
 
@@ -41,7 +65,7 @@ class _BatchTopKLoss(torch.autograd.Function):
         pre = torch.addmm(b_enc, sae_in, W_enc)
         # top of pre, then relu: the same entries as top of relu(pre) wherever they differ
         # only among zeros, which decode to nothing and pass no gradient
-        raw, flat = pre.view(-1).topk(k * n, sorted=False)
+        raw, flat = batch_top(pre, k)
         pre_dead = pre.index_select(1, dead_idx) if dead_idx is not None else pre[:, :0]
         del pre  # the [N, d_sae] matrix is not kept for backward
         rows, cols = torch.div(flat, d_sae, rounding_mode="floor"), flat % d_sae

@@ -185,3 +185,17 @@ def test_train_config_sparsity_coefficient_per_architecture():
         TrainConfig(jumprelu_bandwidth=0)
     with pytest.raises(ValueError, match="topk_threshold_lr must be in"):
         TrainConfig(topk_threshold_lr=1.5)
+
+
+def test_batch_top_finds_the_whole_batch_top_also_when_one_token_dominates():
+    from sae_steer.sae.batchtopk_kernel import ROW_CANDIDATES, batch_top
+    g = torch.Generator().manual_seed(6)
+    pre = torch.randn(30, 200, generator=g, dtype=torch.float64)
+    for dominated in (False, True):
+        if dominated:  # token 7 alone holds more than its candidates' worth of the top
+            pre[7] += 100.0
+        vals, flat = batch_top(pre, 3)
+        want_vals, want_flat = pre.view(-1).topk(90)
+        assert torch.equal(flat.sort().values, want_flat.sort().values)
+        torch.testing.assert_close(vals.sort().values, want_vals.sort().values)
+    assert 3 * ROW_CANDIDATES < 90  # the dominated case needed the fallback
