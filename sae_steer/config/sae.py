@@ -77,8 +77,8 @@ class SAEConfig(StageConfig):
                  f"got {self.architecture!r}")
         if self.architecture in TOPK_FAMILY:
             require(is_integer(self.k) and 0 < self.k <= self.d_sae,
-                     f"{self.architecture} needs an integer 0 < k <= d_sae ({self.d_sae}), "
-                     f"got k={self.k!r}")
+                     f"{self.architecture} needs 0 < k <= d_sae ({self.d_sae}), got "
+                     f"k={self.k!r}")
         if isinstance(self.matryoshka_widths, list):  # as JSON gives it back
             self.matryoshka_widths = tuple(self.matryoshka_widths)
         if self.architecture == "matryoshka_batchtopk":

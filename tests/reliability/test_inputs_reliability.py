@@ -163,8 +163,9 @@ CASES = [
          r"d_sae must be a positive integer, got 0", "use a positive number of features"),
     Case("architecture-unknown", "`SAEConfig(architecture='gated')`",
          lambda e: SAEConfig(d_in=16, d_sae=8, architecture="gated"),
-         r"architecture must be one of 'relu', 'topk', 'jumprelu', got 'gated'",
-         "use 'relu' or 'topk' (or load a 'jumprelu' SAE that SAELens saved)"),
+         r"architecture must be one of 'relu', 'topk', 'jumprelu', 'batchtopk', "
+         r"'matryoshka_batchtopk', got 'gated'",
+         "use one of the five listed (a gated SAE is neither trained nor loaded here)"),
     Case("l1-negative", "`TrainConfig(l1_coefficient=-1)`", lambda e: _tc(l1_coefficient=-1.0),
          r"l1_coefficient must be a non-negative finite number, got -1\.0", "use >= 0"),
     Case("lr-negative", "`TrainConfig(lr=-1e-3)`", lambda e: _tc(lr=-1e-3),

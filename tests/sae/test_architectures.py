@@ -127,7 +127,7 @@ def test_matryoshka_widths_are_checked(widths, message):
 def test_widths_only_for_matryoshka_and_k_for_the_batch_pair():
     with pytest.raises(ValueError, match="matryoshka_widths is for matryoshka_batchtopk only"):
         SAEConfig(d_in=4, d_sae=8, architecture="batchtopk", k=2, matryoshka_widths=(4, 8))
-    with pytest.raises(ValueError, match="batchtopk needs an integer 0 < k"):
+    with pytest.raises(ValueError, match="batchtopk needs 0 < k"):
         SAEConfig(d_in=4, d_sae=8, architecture="batchtopk")
     cfg = SAEConfig(d_in=4, d_sae=8, architecture="matryoshka_batchtopk", k=2,
                     matryoshka_widths=[4, 8])  # a list, as JSON gives it back
