@@ -164,8 +164,7 @@ def _train_briefly(tmp_path, cls, cfg_cls, **kw):
     (``save_final_checkpoint``) and its inference save (what its runners write at the end)."""
     g = torch.Generator().manual_seed(0)
     batches = iter(lambda: torch.randn(32, D_IN, generator=g), None)
-    # topk_threshold_lr 0.5: the threshold (a running mean from 0) reaches its level in 5 steps
-    sae = cls(cfg_cls(d_in=D_IN, d_sae=D_SAE, k=K, device="cpu", topk_threshold_lr=0.5, **kw))
+    sae = cls(cfg_cls(d_in=D_IN, d_sae=D_SAE, device="cpu", **kw))
     trainer = SAETrainer(SAETrainerConfig(
         total_training_samples=32 * 5, train_batch_size_samples=32, lr=1e-2, lr_end=1e-2,
         checkpoint_path=str(tmp_path / "checkpoints"), save_final_checkpoint=True), sae, batches)
@@ -181,7 +180,8 @@ def _train_briefly(tmp_path, cls, cfg_cls, **kw):
      {"matryoshka_widths": [6, D_SAE]}),
 ], ids=["batchtopk", "matryoshka_batchtopk"])
 def test_we_load_sae_lens_trained_batchtopk(tmp_path, cls, cfg_cls, kw):
-    trained, checkpoint = _train_briefly(tmp_path, cls, cfg_cls, **kw)
+    # topk_threshold_lr 0.5: the threshold (a running mean from 0) reaches its level in 5 steps
+    trained, checkpoint = _train_briefly(tmp_path, cls, cfg_cls, k=K, topk_threshold_lr=0.5, **kw)
     threshold = float(trained.topk_threshold)
     assert threshold > 0
     theirs = sae_lens.SAE.load_from_disk(tmp_path / "inference", device="cpu")
@@ -195,6 +195,42 @@ def test_we_load_sae_lens_trained_batchtopk(tmp_path, cls, cfg_cls, kw):
         torch.testing.assert_close(ours.threshold, torch.full((D_SAE,), threshold))
         assert _jump_matters(ours, x), path
         _assert_same_outputs(ours, theirs, x)
+
+
+def test_we_load_sae_lens_trained_jumprelu(tmp_path):
+    """SAELens's own JumpReLU training (its step L0 loss), briefly: both what its runner
+    saves at the end and its training checkpoint give SAELens's activations here."""
+    trained, checkpoint = _train_briefly(tmp_path, JumpReLUTrainingSAE, JumpReLUTrainingSAEConfig,
+                                         jumprelu_init_threshold=0.3, l0_coefficient=0.1)
+    assert not torch.equal(trained.threshold, torch.full((D_SAE,), 0.3))  # it learned
+    theirs = sae_lens.SAE.load_from_disk(tmp_path / "inference", device="cpu")
+    assert type(theirs) is JumpReLUSAE
+    x = torch.randn(64, D_IN)
+    for path in (tmp_path / "inference", checkpoint):
+        ours = SAE.load(path, device="cpu")
+        assert ours.cfg.architecture == "jumprelu"
+        torch.testing.assert_close(ours.threshold, theirs.threshold)
+        assert _jump_matters(ours, x), path
+        _assert_same_outputs(ours, theirs, x)
+
+
+@pytest.mark.parametrize("arch", ["jumprelu", "batchtopk", "matryoshka_batchtopk"])
+def test_sae_lens_loads_ours_trained_briefly(tmp_path, arch):
+    """Trained here (thresholds learned, the input scale folded in), run the same there."""
+    from sae_steer.config import TrainConfig
+    from sae_steer.train import train
+    g = torch.Generator().manual_seed(0)
+    ours = _ours(arch)
+    train(ours, iter(lambda: 3 * torch.randn(32, D_IN, generator=g), None),
+          TrainConfig(n_steps=8, batch_size=32, log_every=4, l0_coefficient=0.1),
+          progress=False)
+    assert ours.threshold.abs().max() > 0
+    ours.save(tmp_path)
+    theirs = sae_lens.SAE.load_from_disk(tmp_path, device="cpu")
+    assert type(theirs) is JumpReLUSAE
+    x = 3 * torch.randn(64, D_IN)
+    _assert_same_outputs(ours, theirs, x)
+    assert SAE.load(tmp_path, device="cpu").cfg.architecture == arch
 
 
 def test_unsupported_sae_lens_architecture_is_named(tmp_path):
