@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 def text_ids(model: HookedTransformer, text: str) -> list[int]:
     """``text``'s token ids without BOS, tokenized whole (ValueError without a tokenizer)."""
     if model.tokenizer is None:
-        raise ValueError("this model has no tokenizer: pass token ids instead of text")
+        raise ValueError("this model has no tokenizer: pass token tensors")
     return list(model.tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
