@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from sae_steer.sae.kernels import (FAST_DTYPES, SAEWeights, TrainStepOutput, bag_offsets, bag_sum,
-                                   by_feature, csr_rows, step_output)
+                                   by_feature, csr_rows, input_side_grads, step_output)
 from sae_steer.sae.relu_kernel import RELU_SPARSE_MAX_DENSITY
 
 
@@ -91,11 +91,8 @@ class _JumpReLULoss(torch.autograd.Function):
             grad_W_dec = feats.T @ g
             grad_W_enc = sae_in.T @ g_pre
             grad_b_enc = g_pre.sum(0)
-        grad_b_dec = g.sum(0) - (W_enc @ grad_b_enc if ctx.apply_b_dec else 0)
-        grad_x = None
-        if ctx.needs_input_grad[0]:  # never in training; kept so gradcheck-style tests pass
-            g_pre = csr_rows(row_offsets, cols, g_pre, d_sae) if ctx.sparse else g_pre
-            grad_x = -g + g_pre @ W_enc.T
+        grad_b_dec, grad_x = input_side_grads(ctx, g, W_enc, grad_b_enc, lambda: (
+            csr_rows(row_offsets, cols, g_pre, d_sae) if ctx.sparse else g_pre))
         return (grad_x, grad_W_enc, grad_b_enc, grad_W_dec, grad_b_dec, grad_threshold,
                 None, None, None)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import torch
@@ -176,6 +177,16 @@ def dense_training_forward(sae: SAEWeights, x: Tensor, *, l1_coefficient: float 
 # AuxK works on the dead columns only ([N, n_dead]), written in plain autograd.
 
 FAST_DTYPES = (torch.float32, torch.float64)
+
+
+def input_side_grads(ctx, g: Tensor, W_enc: Tensor, grad_b_enc: Tensor,
+                     g_pre: Callable[[], Tensor]) -> tuple[Tensor, Tensor | None]:
+    """(grad b_dec, grad x) of a fast path whose pre-activations are ``(x - b_dec) @ W_enc
+    + b_enc``: b_dec's decoder share ``g.sum(0)`` less the encoder's ``W_enc @ grad_b_enc``;
+    grad x only when asked (never in training; gradcheck-style tests), from ``g_pre()``."""
+    grad_b_dec = g.sum(0) - (W_enc @ grad_b_enc if ctx.apply_b_dec else 0)
+    grad_x = -g + g_pre() @ W_enc.T if ctx.needs_input_grad[0] else None
+    return grad_b_dec, grad_x
 
 
 def _csr(idx: Tensor, values: Tensor, n_cols: int) -> Tensor:
