@@ -31,11 +31,20 @@ def _batches(n: int, device: str, seed: int = 0):
         yield (4 * coef @ dirs).to(device)
 
 
+ARCHITECTURES = ["relu", "topk", "jumprelu", "batchtopk", "matryoshka_batchtopk"]
+
+
+def _shape(arch: str, d_sae: int) -> dict:
+    return {"architecture": arch, "k": None if arch in ("relu", "jumprelu") else 4,
+            "matryoshka_widths": (d_sae // 4, d_sae) if arch == "matryoshka_batchtopk" else None}
+
+
 def _train(arch: str, device: str, *, dtype: str = "float32", tf32: bool = False,
            n_steps: int = 60) -> SAE:
-    sae = SAE(SAEConfig(d_in=D_IN, d_sae=D_SAE, architecture=arch,
-                        k=4 if arch == "topk" else None, device=device, dtype=dtype), seed=0)
+    sae = SAE(SAEConfig(d_in=D_IN, d_sae=D_SAE, device=device, dtype=dtype, **_shape(arch, D_SAE)),
+              seed=0)
     cfg = TrainConfig(n_steps=n_steps, batch_size=256, lr=3e-3, l1_coefficient=1.0,
+                      l0_coefficient=0.1,
                       dead_after_steps=10, resample_every=20, log_every=n_steps, tf32=tf32)
     train(sae, _batches(n_steps, device), cfg, progress=False)
     return sae
@@ -47,7 +56,7 @@ def _ev(sae: SAE) -> float:
         return explained_variance(x, sae(x))
 
 
-@pytest.mark.parametrize("arch", ["relu", "topk"])
+@pytest.mark.parametrize("arch", ARCHITECTURES)
 def test_cuda_training_agrees_with_cpu(arch):
     cpu, gpu = _train(arch, "cpu"), _train(arch, "cuda")
     for name, p in cpu.named_parameters():
@@ -82,7 +91,7 @@ def test_fair_bench_runs_on_cuda():
         assert f"RESULT {name}" in out.stdout, out.stdout[-2000:]
 
 
-@pytest.mark.parametrize("arch", ["relu", "topk"])
+@pytest.mark.parametrize("arch", ARCHITECTURES)
 @pytest.mark.parametrize("dead", [False, True])
 def test_cuda_kernels_match_plain_autograd(arch, dead):
     """The sparse kernels (embedding_bag, sampled_addmm, CSR) on CUDA give the plain-autograd
@@ -90,16 +99,20 @@ def test_cuda_kernels_match_plain_autograd(arch, dead):
     from sae_steer.sae import kernels
 
     torch.manual_seed(0)
-    sae = SAE(SAEConfig(d_in=12, d_sae=40, architecture=arch, k=5 if arch == "topk" else None,
-                        device="cuda", dtype="float64"), seed=0)
+    sae = SAE(SAEConfig(d_in=12, d_sae=40, device="cuda", dtype="float64", **_shape(arch, 40)),
+              seed=0)
     with torch.no_grad():
         for p in sae.parameters():
             p.copy_(torch.randn_like(p))
+        if arch == "jumprelu":  # >= 0, as training keeps them; dead: most codes sparse
+            sae.threshold.abs_().add_(2.0 if dead else 0.0)
     x = torch.randn(64, 12, dtype=torch.float64, device="cuda")
     kw = ({"dead_mask": torch.rand(40, device="cuda") < 0.5, "aux_k_coefficient": 0.3,
-           "aux_k": 6} if arch == "topk" and dead else {"l1_coefficient": 0.7})
+           "aux_k": 6} if arch not in ("relu", "jumprelu") and dead else {"l1_coefficient": 0.7})
     if arch == "relu" and dead:
         kw = {"l1_coefficient": 0.0}
+    if arch == "jumprelu":
+        kw = {"l0_coefficient": 0.7, "bandwidth": 0.5}
     grads = []
     for fn in (lambda: kernels.dense_training_forward(sae, x, **kw),
                lambda: sae.training_forward(x, **kw)):
