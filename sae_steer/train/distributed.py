@@ -16,6 +16,9 @@ or, from Python inside processes that already called ``dist.init_process_group``
 - the input scale, the NaN checks, the dead-feature bookkeeping (``fired`` is OR-ed over
   ranks) and the logged metrics are reduced over all ranks; dead-feature resampling runs
   on the gathered global batch with the shared generator, so every rank resamples alike;
+- one exception: a BatchTopK (and Matryoshka BatchTopK) rank keeps the top ``k`` x its own
+  shard, not of the global batch, as SAELens's BatchTopK does on each device; the inference
+  threshold every rank ends with is rank 0's (DDP broadcasts buffers before each step);
 - only rank 0 writes checkpoints (atomically, ``checkpoint.save_training``); resuming,
   every rank loads the checkpoint rank 0 names (a shared file system is assumed) and skips
   the batches its shard already gave.
@@ -132,6 +135,8 @@ def train_distributed(sae: SAE, batches: Iterable[Tensor], cfg: TrainConfig, *,
             if rank == 0:
                 checkpoint.save_training(checkpoint_dir, sae, optimizer, state, cfg)
             dist.barrier()
+    for buffer in sae.buffers():  # DDP broadcasts them before each step; this is after the last
+        dist.broadcast(buffer, src=0)
     _finish(sae, state)
     return TrainResult(sae, state.history, state.step, time.perf_counter() - start,
                        state.scale or 1.0, start_step)

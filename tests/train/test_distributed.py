@@ -35,14 +35,14 @@ def _cfg(arch: str, **changes) -> TrainConfig:
     # small windows so resampling (relu) and AuxK (topk) both act within 12 steps
     return TrainConfig(n_steps=STEPS, batch_size=BATCH, lr=3e-3, lr_warmup_steps=2,
                        lr_decay_steps=3, l1_coefficient=1.0, l1_warmup_steps=3,
-                       dead_after_steps=2, resample_every=4, log_every=4, eval_sequences=0,
-                       **changes)
+                       l0_coefficient=0.1, dead_after_steps=2, resample_every=4, log_every=4,
+                       eval_sequences=0, **changes)
 
 
 def _sae(arch: str) -> SAE:
     torch.manual_seed(0)
     return SAE(SAEConfig(d_in=D_IN, d_sae=D_SAE, architecture=arch,
-                         k=4 if arch == "topk" else None, device="cpu"))
+                         k=4 if arch in ("topk", "batchtopk") else None, device="cpu"))
 
 
 def _free_port() -> int:
@@ -71,7 +71,7 @@ def _worker(rank: int, port: int, arch: str, out_dir: str) -> None:
         dist.destroy_process_group()
 
 
-@pytest.mark.parametrize("arch", ["relu", "topk"])
+@pytest.mark.parametrize("arch", ["relu", "topk", "jumprelu"])
 def test_two_ranks_equal_one_process_and_resume(arch, tmp_path):
     reference = train(_sae(arch), _batches(), _cfg(arch), progress=False)
     mp.start_processes(_worker, args=(_free_port(), arch, str(tmp_path)), nprocs=WORLD,
@@ -88,6 +88,17 @@ def test_two_ranks_equal_one_process_and_resume(arch, tmp_path):
             for metric in ("loss", "mse", "explained_variance", "l0", "dead_fraction"):
                 assert last[metric] == pytest.approx(want[metric], rel=1e-4, abs=1e-5), metric
         assert torch.load(tmp_path / f"resumed_{rank}.pt")["start"] == 6
+
+
+def test_batchtopk_ranks_end_alike(tmp_path):
+    """Each rank keeps the top k x its own shard (so not one process's run), yet every rank
+    ends with the same weights and rank 0's inference threshold."""
+    mp.start_processes(_worker, args=(_free_port(), "batchtopk", str(tmp_path)), nprocs=WORLD,
+                       start_method="fork")
+    states = [torch.load(tmp_path / f"whole_{rank}.pt")["state"] for rank in range(WORLD)]
+    assert states[0]["threshold"].min() > 0
+    for key, value in states[0].items():
+        torch.testing.assert_close(states[1][key], value, msg=key)
 
 
 def test_shards_split_each_global_batch():
