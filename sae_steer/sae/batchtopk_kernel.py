@@ -51,7 +51,7 @@ def batch_top(pre: Tensor, k: int) -> tuple[Tensor, Tensor]:
 class _BatchTopKLoss(torch.autograd.Function):
     """(outer mse, summed inner mse) of a (Matryoshka) BatchTopK SAE.
 
-    Also returns ``pre[:, dead_idx]`` (differentiable) for AuxK, as ``kernels._TopKLoss``
+    Also returns ``pre[:, dead_idx]`` (differentiable) for AuxK, as ``topk_kernel._TopKLoss``
     does, and, without gradient, the number of positive kept activations, which features
     have one, and the smallest of them (inf when none: what the inference threshold follows).
     ``boundaries`` is ``widths[:-1]`` as a tensor (empty for BatchTopK: one level).

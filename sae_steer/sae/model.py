@@ -19,7 +19,7 @@ does ``io.py``.
 
 Training goes through ``training_forward``. Only the encoder matmul is dense once the codes
 are sparse: the decoder reads the active (token, feature) entries and the backward pass
-touches only their columns/rows (``kernels.py`` for topk, ``relu_kernel.py``,
+touches only their columns/rows (``topk_kernel.py``, ``relu_kernel.py``,
 ``jumprelu_kernel.py``, ``batchtopk_kernel.py``; each tested equal to plain autograd).
 Save/load in SAELens's format lives in ``io.py``.
 Knows only torch (+ safetensors via io.py): no language-model code here.
@@ -38,7 +38,7 @@ from torch import Tensor, nn
 
 from sae_steer.config import SAEConfig, TrainConfig
 from sae_steer.config.sae import THRESHOLDED, TOPK_FAMILY
-from sae_steer.sae import batchtopk_kernel, jumprelu_kernel, kernels, relu_kernel
+from sae_steer.sae import batchtopk_kernel, jumprelu_kernel, relu_kernel, topk_kernel
 from sae_steer.sae import io as sae_io
 from sae_steer.sae.kernels import TrainStepOutput
 
@@ -253,7 +253,7 @@ class SAE(nn.Module):
         arch = self.cfg.architecture
         aux_k = aux_k if aux_k is not None else self.d_in // 2
         if arch == "topk":
-            return kernels.topk_training_forward(self, x, dead_mask, aux_k_coefficient, aux_k)
+            return topk_kernel.topk_training_forward(self, x, dead_mask, aux_k_coefficient, aux_k)
         if arch == "jumprelu":
             with torch.no_grad():
                 # a projection, not a clamp in the graph (which would pin a threshold

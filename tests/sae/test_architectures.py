@@ -10,7 +10,8 @@ from builders import make_sae
 from sae_steer.config import SAEConfig, TrainConfig
 from sae_steer.sae import SAE, kernels
 from sae_steer.sae.model import JUMPRELU_INIT_THRESHOLD
-from sae_steer.train.loop import resample_dead, train
+from sae_steer.train.loop import train
+from sae_steer.train.resample import resample_dead
 
 D_IN, D_SAE = 12, 48
 NEW = ["jumprelu", "batchtopk", "matryoshka_batchtopk"]

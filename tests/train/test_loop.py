@@ -16,7 +16,8 @@ from builders import make_sae
 from sae_steer.config import SAEConfig, TrainConfig
 from sae_steer.sae import SAE
 from sae_steer.train import checkpoint
-from sae_steer.train.loop import NonFiniteError, explained_variance, resample_dead, schedules, train
+from sae_steer.train.loop import NonFiniteError, explained_variance, schedules, train
+from sae_steer.train.resample import resample_dead
 from sae_steer.ui.plots import plot_history
 
 D_IN, D_SAE = 8, 32
