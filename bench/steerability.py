@@ -21,9 +21,10 @@ SAE:
    features that pass again by a definition they were confirmed by). With fewer than 5
    confirmed the bench says so, and the counts are the result.
 
-Deterministic: one thread, fixed seeds; the same run prints the same RESULT lines (timings
-aside). Run: ``python bench/steerability.py [--preset demo] [--model toystories-neo]``;
-``--quick`` for a smoke run.
+Deterministic: one thread by default (``--threads``), fixed seeds; the same run prints the
+same RESULT lines (timings aside). Run: ``python bench/steerability.py [--preset demo]
+[--model toystories-neo]``; ``--quick`` for a smoke run; ``--speedup-only`` for part 1
+alone (``--threads 2``: both cores of a 2-core machine, as torch uses them by default).
 """
 from __future__ import annotations
 
@@ -86,6 +87,8 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0, help="seed of the random group")
     parser.add_argument("--quick", action="store_true", help="a smoke run: few features, short samples")
+    parser.add_argument("--speedup-only", action="store_true",
+                        help="measure the speed-up (part 1) and stop")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -127,6 +130,9 @@ def main() -> None:
     print(f"\nstage 1 on {len(subset)} features x {len(cfg.scales)} scales x {cfg.n_samples} "
           f"samples: one feature at a time {t_one:.1f} s, batched {t_batch:.1f} s; same figures: "
           f"{same}")
+    if args.speedup_only:
+        print(f"RESULT screen_batch_speedup {ratio:.2f}")
+        return
 
     with tempfile.TemporaryDirectory() as tmp:
         screen = screen_features(model, sae, search, cfg, steer, features=features, scores=scores,

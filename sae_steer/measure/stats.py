@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -64,19 +64,29 @@ def pooled_rate(counts: Sequence[int], totals: Sequence[int], per: float = 100.0
 # ---------------------------------------------------------------- comparisons (steered vs not)
 
 
-def _binom_tail_ge(k: int, n: int, p: float) -> float:
-    """P(X >= k) for X ~ Binomial(n, p), summed in log space (exact, no scipy)."""
+def _binom_tail_ge(k: int, n: int) -> Callable[[float], float]:
+    """``p -> P(X >= k)`` for X ~ Binomial(n, p), summed in log space (exact, no scipy).
+
+    The log binomial coefficients are computed once here, not on each of the ~80 values of
+    p a bisection asks about (the sum is the same, term for term, as computing them each
+    time).
+    """
     if k <= 0:
-        return 1.0
-    if p <= 0.0:
-        return 0.0
-    if p >= 1.0:
-        return 1.0
-    log_p, log_q = math.log(p), math.log1p(-p)
-    terms = [math.lgamma(n + 1) - math.lgamma(j + 1) - math.lgamma(n - j + 1)
-             + j * log_p + (n - j) * log_q for j in range(k, n + 1)]
-    top = max(terms)
-    return min(1.0, math.exp(top) * sum(math.exp(t - top) for t in terms))
+        return lambda p: 1.0
+    coef = [(math.lgamma(n + 1) - math.lgamma(j + 1) - math.lgamma(n - j + 1), j, n - j)
+            for j in range(k, n + 1)]
+
+    def tail(p: float) -> float:
+        if p <= 0.0:
+            return 0.0
+        if p >= 1.0:
+            return 1.0
+        log_p, log_q = math.log(p), math.log1p(-p)
+        terms = [c + j * log_p + m * log_q for c, j, m in coef]
+        top = max(terms)
+        return min(1.0, math.exp(top) * sum(math.exp(t - top) for t in terms))
+
+    return tail
 
 
 def _solve(f, target: float) -> float:
@@ -90,8 +100,8 @@ def _solve(f, target: float) -> float:
 
 def clopper_pearson(k: int, n: int, alpha: float = 0.05) -> tuple[float, float]:
     """Exact two-sided interval for a binomial proportion k / n."""
-    lo = 0.0 if k == 0 else _solve(lambda p: _binom_tail_ge(k, n, p), alpha / 2)
-    hi = 1.0 if k == n else _solve(lambda p: _binom_tail_ge(k + 1, n, p), 1 - alpha / 2)
+    lo = 0.0 if k == 0 else _solve(_binom_tail_ge(k, n), alpha / 2)
+    hi = 1.0 if k == n else _solve(_binom_tail_ge(k + 1, n), 1 - alpha / 2)
     return lo, hi
 
 

@@ -39,7 +39,8 @@ def steering_rows(
     """Add ``deltas[j]`` to batch row j at ``hook_name``, at every steered position.
 
     Like ``steering`` with one vector per row (so every pass must have ``len(deltas)``
-    rows). The hook is removed on exit, error or not.
+    rows, or those of them that ``positions.rows`` names). The hook is removed on exit,
+    error or not.
     """
     gate = as_positions(positions)
     validate_hook(model, hook_name)
@@ -54,13 +55,15 @@ def steering_rows(
     moved: dict[tuple, Tensor] = {}
 
     def add(act: Float[Tensor, "batch pos d_model"], hook: Any) -> Tensor:
-        if act.shape[0] != deltas.shape[0]:
-            raise ValueError(f"the pass has {act.shape[0]} rows but {deltas.shape[0]} "
-                             "steering vectors were given")
         key = (act.device, act.dtype)
         if key not in moved:  # once, not on every one of the length-1 cached passes
             moved[key] = deltas.to(device=act.device, dtype=act.dtype)[:, None, :]
-        return _gated(stats, gate, act, moved[key])
+        # the sampler drops finished rows from later passes: gate.rows says which remain
+        mine = moved[key] if gate.rows is None else moved[key][gate.rows.to(act.device)]
+        if act.shape[0] != mine.shape[0]:
+            raise ValueError(f"the pass has {act.shape[0]} rows but {mine.shape[0]} "
+                             "steering vectors were given")
+        return _gated(stats, gate, act, mine)
 
     with hooked(model, hook_name, add):
         yield stats

@@ -102,7 +102,10 @@ def _sample(
     Each row draws one uniform number per step from its own CPU generator and samples by
     inverse CDF, so a row's text depends only on its seed and its logits: batching, device and
     steering do not reshuffle the random numbers (steered vs unsteered share them). ``gate``
-    (a steering hook's positions) learns each pass's first absolute position.
+    (a steering hook's positions) learns each pass's first absolute position, and which rows
+    the pass carries: rows that have written EOS leave the batch (their KV cache too) once
+    they are an eighth of it, so a large batch costs about what its rows still write, not
+    what its longest row does. Finished rows read EOS from there on.
     """
     device, use_kv_cache = model.cfg.device, cfg.use_kv_cache
     gens = [torch.Generator().manual_seed(s) for s in seeds]
@@ -110,27 +113,49 @@ def _sample(
     eos = model.tokenizer.eos_token_id if model.tokenizer is not None and cfg.stop_at_eos else None
     tokens = prompt.to(device).unsqueeze(0).expand(n, -1).contiguous()
     cache = TransformerLensKeyValueCache.init_cache(model.cfg, device, n) if use_kv_cache else None
-    finished = torch.zeros(n, dtype=torch.bool, device=device)
-    new: list[Tensor] = []
-    step_input = tokens
-    for _ in range(cfg.max_new_tokens):
+    live = torch.arange(n)  # the original rows still in the batch, in order
+    finished = torch.zeros(n, dtype=torch.bool, device=device)  # of the batch's rows
+    new = torch.full((n, cfg.max_new_tokens), -1 if eos is None else eos, dtype=torch.long)
+    step_input, steps = tokens, 0
+    if gate is not None:
+        gate.rows = None
+    for steps in range(1, cfg.max_new_tokens + 1):
         if gate is not None:  # a cached pass starts where the cache ends
             gate.offset = tokens.shape[1] - step_input.shape[1]
         # An explicit all-ones mask: otherwise TransformerLens masks any sampled token that
         # equals the tokenizer's pad id, and cached and uncached runs would disagree.
         ones = torch.ones_like(step_input)
         logits = model(step_input, past_kv_cache=cache, attention_mask=ones)[:, -1].float()
-        u = torch.cat([torch.rand(1, generator=g) for g in gens]).to(device)
+        u = torch.cat([torch.rand(1, generator=gens[j]) for j in live.tolist()]).to(device)
         nxt = _pick(logits, u, cfg.temperature)
         if eos is not None:
             nxt = torch.where(finished, torch.full_like(nxt, eos), nxt)
             finished |= nxt == eos
-        new.append(nxt)
+        new[live, steps - 1] = nxt.cpu()
         tokens = torch.cat([tokens, nxt[:, None]], dim=1)
+        if eos is not None and int(finished.sum()) >= max(1, len(live) // 8):
+            # drop finished rows once they are an eighth of the batch: copying the cache
+            # at every single EOS would cost more than the passes it saves
+            keep = (~finished).nonzero().flatten()
+            if not len(keep):
+                break
+            live, tokens, nxt = live[keep.cpu()], tokens[keep], nxt[keep]
+            finished = finished[keep]
+            if cache is not None:
+                _keep_rows(cache, keep)
+            if gate is not None:
+                gate.rows = live
         step_input = nxt[:, None] if use_kv_cache else tokens
-        if eos is not None and bool(finished.all()):
-            break
-    return torch.stack(new, dim=1).cpu()
+    return new[:, :steps]
+
+
+def _keep_rows(cache: TransformerLensKeyValueCache, keep: Tensor) -> None:
+    """Keep only rows ``keep`` of every layer's keys and values and of the cache's mask."""
+    for entry in cache.entries:
+        rows = keep.to(entry.past_keys.device)
+        entry.past_keys, entry.past_values = entry.past_keys[rows], entry.past_values[rows]
+    cache.previous_attention_mask = cache.previous_attention_mask[
+        keep.to(cache.previous_attention_mask.device)]
 
 
 def _pick(logits: Float[Tensor, "n vocab"], u: Float[Tensor, " n"], temperature: float) -> Tensor:

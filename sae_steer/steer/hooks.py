@@ -52,10 +52,15 @@ class Positions:
     ``offset`` is the absolute position of the current pass's first token: 0 for a pass over
     the whole sequence, the KV cache's length for a cached pass. The sampler sets it before
     every pass; by hand (uncached passes over whole sequences) leave it at 0.
+
+    ``rows``: which of the batch's original rows the current pass carries (None: all, in
+    order). The sampler drops rows that have finished (EOS) from later passes and says so
+    here, so a hook with one vector per row (``steering_rows``) picks the right ones.
     """
 
     start: int = 0
     offset: int = 0
+    rows: Tensor | None = None
 
     def mask(self, act: Tensor) -> Tensor | None:
         """None when every position of ``act`` is steered, else a bool mask over its positions

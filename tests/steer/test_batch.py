@@ -74,6 +74,31 @@ def test_rows_stop_at_eos_like_their_own_run(tok_model):
     assert got.texts == own.texts
 
 
+@pytest.mark.parametrize("positions", ["all", "generated"])
+@pytest.mark.parametrize("use_kv_cache", [True, False])
+def test_finished_rows_leave_the_batch_and_the_rest_keep_their_vectors(tok_model, positions,
+                                                                        use_kv_cache):
+    """Rows that write EOS early drop out of later passes (their cache too); every other
+    row still gets its own vector, so each row equals its own run."""
+    from builders import make_sae
+    sae = make_sae(hook_name=HOOK)
+    cfg = SteerConfig(prompt="Once upon a time", max_new_tokens=40, temperature=1.5,
+                      positions=positions, use_kv_cache=use_kv_cache)
+    deltas, seeds, want = _mixed(tok_model, sae, cfg)
+    widths: list[int] = []
+    tok_model.add_hook(HOOK, lambda act, hook: widths.append(act.shape[0]))
+    try:
+        got = generate_rows(tok_model, HOOK, deltas, seeds, cfg)
+    finally:
+        tok_model.reset_hooks()
+    assert [t.tolist() for t in got.tokens] == want
+    lengths = {len(t) for t in want}
+    assert len(lengths) > 2, "the test needs rows that stop at different steps"
+    passes = widths[widths.index(len(seeds)):]  # (checking the hook's width runs one row)
+    assert min(passes) < len(seeds) and passes == sorted(passes, reverse=True)  # it shrank
+    assert attached_hook_count(tok_model) == 0
+
+
 def test_bad_deltas_clear_errors_and_no_hooks(tiny_model):
     cfg = SteerConfig(prompt=PROMPT, max_new_tokens=4)
     with pytest.raises(ValueError, match="steering vectors for"):
