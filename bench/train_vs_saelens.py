@@ -63,7 +63,8 @@ seed sae_steer's randn-initialised decoder would *be* the true dictionary.
   ``--calib-probes``); every probe is printed. The defaults of ``--l1-*`` are the starting
   points of that search. jumprelu's (step) L0 coefficients ``--l0-ours`` /
   ``--l0-saelens`` are searched the same way, each side on its own, from both sides'
-  default 1.0. topk has k = 32 on both, and so have batchtopk and matryoshka_batchtopk.
+  default 1.0. topk has k = 32 on both, and so have batchtopk and matryoshka_batchtopk
+  (``--k``: another k for all three, on both sides).
 
 **Timing**: the batch iterator stamps the time between handing a batch out and being
 asked for the next one, with the device synchronised at both stamps (on a GPU a clock read
@@ -126,7 +127,7 @@ from sae_steer.train import train  # noqa: E402
 D_IN, TRUE_L0, NOISE, K, AUX_K_COEF = 768, 30.0, 0.1, 32, 1 / 32
 ARCHS = ("relu", "topk", "jumprelu", "batchtopk", "matryoshka_batchtopk")
 GROUPS = {"both": ("relu", "topk"), "new": ARCHS[2:], "all": ARCHS}
-K_ARCHS = ("topk", "batchtopk", "matryoshka_batchtopk")  # k = K on both sides
+K_ARCHS = ("topk", "batchtopk", "matryoshka_batchtopk")  # k = --k (K) on both sides
 COEF = {"relu": ("l1", "L1"), "jumprelu": ("l0", "L0 coefficient")}  # the calibrated ones
 
 
@@ -229,7 +230,7 @@ def run_ours(arch: str, data: TimedBatches, args, steps: int, option: str = "fp3
     extra = {"matryoshka_widths": matryoshka_widths(args.d_sae)} \
         if arch == "matryoshka_batchtopk" else {}
     sae = SAE(SAEConfig(d_in=D_IN, d_sae=args.d_sae, architecture=arch,
-                        k=K if arch in K_ARCHS else None, device=str(args.device),
+                        k=args.k if arch in K_ARCHS else None, device=str(args.device),
                         dtype="bfloat16" if option == "bfloat16" else "float32", **extra),
               seed=0)
     extra = {"l0_coefficient": args.l0_ours} if arch == "jumprelu" else {}
@@ -256,13 +257,13 @@ def run_saelens(arch: str, data: TimedBatches, args, steps: int, option: str = "
     device = str(args.device)
     if arch == "topk":
         sae = TopKTrainingSAE(TopKTrainingSAEConfig(
-            d_in=D_IN, d_sae=args.d_sae, k=K, aux_loss_coefficient=AUX_K_COEF, device=device))
+            d_in=D_IN, d_sae=args.d_sae, k=args.k, aux_loss_coefficient=AUX_K_COEF, device=device))
     elif arch == "batchtopk":
         sae = BatchTopKTrainingSAE(BatchTopKTrainingSAEConfig(
-            d_in=D_IN, d_sae=args.d_sae, k=K, aux_loss_coefficient=AUX_K_COEF, device=device))
+            d_in=D_IN, d_sae=args.d_sae, k=args.k, aux_loss_coefficient=AUX_K_COEF, device=device))
     elif arch == "matryoshka_batchtopk":
         sae = MatryoshkaBatchTopKTrainingSAE(MatryoshkaBatchTopKTrainingSAEConfig(
-            d_in=D_IN, d_sae=args.d_sae, k=K, aux_loss_coefficient=AUX_K_COEF,
+            d_in=D_IN, d_sae=args.d_sae, k=args.k, aux_loss_coefficient=AUX_K_COEF,
             matryoshka_widths=list(matryoshka_widths(args.d_sae)), device=device))
     elif arch == "jumprelu":
         sae = JumpReLUTrainingSAE(JumpReLUTrainingSAEConfig(
@@ -424,6 +425,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="default: both = relu and topk (topk with --long); new = jumprelu, "
                    "batchtopk and matryoshka_batchtopk; all = the five")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--k", type=int, default=K,
+                   help=f"k of topk, batchtopk and matryoshka_batchtopk, both sides (default {K})")
     p.add_argument("--options", nargs="*", choices=("tf32", "bfloat16"), default=[],
                    help="also run sae_steer with these speed options (TrainConfig.tf32, "
                    "SAEConfig.dtype='bfloat16'), each reported beside its fp32 run")
@@ -480,7 +483,7 @@ def main(argv: list[str] | None = None) -> None:
           f"{sum(len(x) for x in held_out):,} tokens; Adam lr {args.lr}, betas (0.9, 0.999), "
           f"grad clip 1.0 on both; relu L1 sae_steer {args.l1_ours}, SAELens "
           f"{args.l1_saelens}; jumprelu L0 coefficient sae_steer {args.l0_ours}, SAELens "
-          f"{args.l0_saelens}; topk, batchtopk and matryoshka_batchtopk k {K} (matryoshka "
+          f"{args.l0_saelens}; topk, batchtopk and matryoshka_batchtopk k {args.k} (matryoshka "
           f"widths {', '.join(map(str, matryoshka_widths(args.d_sae)))}), AuxK coefficient "
           "1/32 on both; everything else each side's default")
     archs = GROUPS.get(args.arch, (args.arch,))
