@@ -5,15 +5,18 @@ For each planted concept (quote, pretend_list, time_to, danger):
 1. candidates: features whose decoder row most raises the concept's next-token
    probability through the rest of the model, plus the feature that fires on the concept
    (best F1 against the world's labels);
-2. a scale sweep (relative units: multiples of the typical residual norm at the hook) on
-   ``--n-select`` samples picks the feature and the smallest scale whose lift's 95 % lower
-   bound reaches ``LIFT_TARGET`` within ``COST_BUDGET`` nats/token of extra NLL
-   (``sae_steer.config.rules``; else the best lower bound);
-3. a fresh steering report on ``--n-final`` samples with other seeds measures it: concept
+2. the selection engine's concept preset (``steer_concept``): a scale sweep (relative
+   units: multiples of the typical residual norm at the hook) on ``--n-select`` samples
+   ranks the pool, the best 3 are confirmed on fresh seeds against the rule
+   (``sae_steer.config.rules``: the lift's 95 % lower bound reaches ``LIFT_TARGET`` within
+   ``COST_BUDGET`` nats/token of extra NLL) and the recommended one (else the nearest miss)
+   goes on;
+3. a fresh steering report on ``--n-final`` samples with seeds no other stage drew measures it: concept
    occurrences per 100 generated tokens steered vs unsteered (same seeds; a run counts
    once, an immediate repeat counts once), the NLL and repetition costs under the
    unsteered model, how often the steered and on-word features fire, and the same for a
-   random direction of the same norm;
+   random direction of the same norm and prompting (the concept's most characteristic
+   token written after the prompt, no steering);
 4. a reference on the same seeds: the concept's context direction (mean residual before
    the concept starts minus the mean residual) at the same norm, a supervised vector, to
    show whether any direction at this hook and push could reach the target.
@@ -23,8 +26,8 @@ Ends with RESULT lines per concept ``c``: ``lift_<c>``, ``lift_low_<c>`` (the li
 lower bound, exact Poisson ratio), ``nll_cost_<c>``, ``rep_cost_<c>`` (repeated 3-grams,
 steered minus unsteered) and ``control_lift_high_<c>`` (a random direction of the same
 norm, same seeds: the 95 % upper bound of its lift), ``direction_lift_<c>`` and
-``direction_lift_low_<c>`` (the context direction's lift and its lower bound), then
-``targets_met``.
+``direction_lift_low_<c>`` (the context direction's lift and its lower bound),
+``prompt_lift_<c>`` (prompting, no steering), then ``targets_met``.
 """
 from __future__ import annotations
 
@@ -50,7 +53,7 @@ def main() -> None:
     # after torch.set_num_threads: importing the library builds nothing, but keep it cheap
     from sae_steer import (SteerConfig, load_model, load_texts, planted_concepts, reference_sae,
                            steer_concept, typical_resid_norm)
-    from sae_steer.config import ChooseConfig
+    from sae_steer.config import LIFT_TARGET, SelectConfig
     from sae_steer.render import table_text
 
     start = time.perf_counter()
@@ -62,8 +65,8 @@ def main() -> None:
     print(f"model toystories/{args.preset}, SAE {sae.cfg.d_sae} features at {sae.cfg.hook_name}, "
           f"typical residual norm {norm:.3g}; scales (x norm) {scales}")
     steer = SteerConfig(max_new_tokens=args.max_new_tokens, scale_unit="relative", resid_norm=norm)
-    choose = ChooseConfig(scales=scales, n_candidates=args.n_candidates, n_select=args.n_select,
-                          n_final=args.n_final)
+    choose = SelectConfig.for_concept(scales=scales, n_candidates=args.n_candidates,
+                                      n_rank=args.n_select, n_report=args.n_final)
     results = {}
     for name, concept in planted_concepts().items():
         results[name] = steer_concept(model, sae, texts, concept, choose, steer)
@@ -81,7 +84,7 @@ def main() -> None:
         print(f"{concept}: context direction at the same norm: lift {d.lift}, "
               f"NLL cost {d.nll_cost.value:+.2f}; the chosen feature's lift {r.report.lift}")
     met = sum(r.target_met for r in results.values())
-    print(f"\ntargets met (lift's 95 % lower bound >= {choose.target:g}x at <= "
+    print(f"\ntargets met (lift's 95 % lower bound >= {LIFT_TARGET:g}x at <= "
           f"+{choose.cost_budget:g} nats/token, {args.n_final} held-out samples x "
           f"{args.max_new_tokens} tokens per side): {met}/4; {time.perf_counter() - start:.0f} s")
     for concept, r in results.items():
@@ -93,6 +96,8 @@ def main() -> None:
         print(f"RESULT control_lift_high_{concept} {ctrl.lift.hi:.3f}")
         print(f"RESULT direction_lift_{concept} {r.direction.vs_unsteered.lift.value:.3f}")
         print(f"RESULT direction_lift_low_{concept} {r.direction.vs_unsteered.lift.lo:.3f}")
+        if rep.prompted is not None:
+            print(f"RESULT prompt_lift_{concept} {rep.prompted.vs_unsteered.lift.value:.3f}")
     print(f"RESULT targets_met {met}")
 
 

@@ -27,7 +27,7 @@ _EXPORTS: dict[str, str] = {
     "default_hook_name": "lm.models",
     # settings a notebook writes out (every other stage takes keyword shortcuts)
     "SteerConfig": "config",
-    "ScreenConfig": "config",
+    "SelectConfig": "config",
     # the SAE and its training
     "SAE": "sae.model",
     "load_or_train": "train.pipeline",

@@ -1,4 +1,4 @@
-"""Stage configs: SteerConfig / ChooseConfig refuse bad settings with actionable messages,
+"""Stage configs: SteerConfig / SelectConfig refuse bad settings with actionable messages,
 round-trip through JSON, and ``replace`` validates like a new config."""
 from __future__ import annotations
 
@@ -7,8 +7,7 @@ import math
 import pytest
 import torch
 
-from sae_steer.config import (MODES, ChooseConfig, SAEConfig, SteerConfig, choose_config,
-                              steer_config)
+from sae_steer.config import MODES, SAEConfig, SelectConfig, SteerConfig, replace_config, steer_config
 
 
 @pytest.mark.parametrize("kw, match", [
@@ -32,12 +31,16 @@ def test_steer_config_rejects_bad_settings(kw, match):
     ({"scales": ()}, r"scales is empty"),
     ({"scales": (0.5, "big")}, r"scale must be a number, got 'big'"),
     ({"n_candidates": 0}, r"n_candidates must be a positive integer, got 0"),
-    ({"select_seed": 3, "final_seed": 3}, r"select_seed and final_seed must differ"),
-    ({"target": math.inf}, r"target must be finite"),
+    ({"rank_seed": 3, "report_seed": 3}, r"rank_seed, confirm_seed and report_seed must be distinct"),
+    ({"confirm_seed": -1}, r"must be distinct non-negative integers"),
+    ({"confirm_rounds": (128, 64)}, r"confirm_rounds must increase"),
+    ({"confirm_rounds": ()}, r"confirm_rounds must be positive sample counts"),
+    ({"false_discovery_rate": 1.0}, r"false_discovery_rate must be in \(0, 1\)"),
+    ({"cost_budget": math.inf}, r"cost_budget must be finite"),
 ])
-def test_choose_config_rejects_bad_settings(kw, match):
+def test_select_config_rejects_bad_settings(kw, match):
     with pytest.raises(ValueError, match=match):
-        ChooseConfig(**kw)
+        SelectConfig(**kw)
 
 
 def test_steer_config_normalises_its_values():
@@ -49,7 +52,7 @@ def test_steer_config_normalises_its_values():
 @pytest.mark.parametrize("cfg", [
     SteerConfig(prompt=[0, 5, 9, 3], n_samples=4, temperature=0.7, mode="clamp",
                 scale_unit="relative", resid_norm=2.5, fire_threshold=0.1),
-    ChooseConfig(scales=(0.2, 0.9), n_candidates=2, final_seed=7),  # a tuple: JSON has lists
+    SelectConfig(scales=(0.2, 0.9), n_candidates=2, report_seed=7),  # a tuple: JSON has lists
 ])
 def test_json_round_trip(tmp_path, cfg):
     cfg.save_json(tmp_path / "cfg.json")
@@ -68,10 +71,10 @@ def test_replace_validates_and_refuses_unknown_fields():
         cfg.replace(n_sample=5)
     with pytest.raises(ValueError, match="n_samples must be a positive integer"):
         cfg.replace(n_samples=-1)
-    with pytest.raises(TypeError, match=r"unknown ChooseConfig setting\(s\) \['top_k'\]"):
-        choose_config(top_k=3)  # renamed to n_candidates
+    with pytest.raises(TypeError, match=r"unknown SelectConfig setting\(s\) \['top_k'\]"):
+        replace_config(SelectConfig(), top_k=3)  # renamed to n_candidates
     with pytest.raises(TypeError, match="unknown SAEConfig setting"):
         SAEConfig(d_in=4, d_sae=8).replace(width=4)
     assert steer_config(cfg, seed=9) == cfg.replace(seed=9)
-    with pytest.raises(TypeError, match="cfg must be a SteerConfig, got ChooseConfig"):
-        steer_config(ChooseConfig())
+    with pytest.raises(TypeError, match="cfg must be a SteerConfig, got SelectConfig"):
+        steer_config(SelectConfig())

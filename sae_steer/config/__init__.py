@@ -1,27 +1,29 @@
 """One dataclass config per stage, saved as JSON beside what the stage produced.
 
 Stages: ``SAEConfig`` (the SAE's shape), ``TrainConfig`` (its training), ``SearchConfig``
-(the feature search), ``SteerConfig`` (how steered samples are drawn), ``ChooseConfig``
-(how a feature is chosen for a concept), ``WorldConfig`` (the offline world). Each class
-validates itself in ``__post_init__`` with messages a user can act on. ``rules`` states when
-steering worked (targets, cost budget, the pass rule) for every sweep, choice and bench;
-``seeds`` which seeds every run, baseline, control, selection and confirmation uses.
+(the feature search), ``SteerConfig`` (how steered samples are drawn), ``SelectConfig``
+(how features are ranked, confirmed and reported, for every selection preset),
+``WorldConfig`` (the offline world). Each class validates itself in ``__post_init__``
+with messages a user can act on. ``rules`` states when steering worked (targets, cost
+budget, the pass rule) and what "recommended" promises, for every sweep, selection and
+bench; ``seeds`` which seeds every run, baseline, control, selection and confirmation uses.
 Standard library only: every other module imports this one, so it must stay light.
 """
 from sae_steer.config.base import StageConfig, check_number, replace_config
-from sae_steer.config.rules import (COST_BUDGET, FIRES_GAIN_TARGET, LIFT_TARGET, SUCCESS_TARGETS,
-                                    best_scale, passes, suggest_scale, within_budget)
+from sae_steer.config.rules import (COST_BUDGET, FALSE_DISCOVERY_RATE, FIRES_GAIN_TARGET,
+                                    LIFT_TARGET, PROMISE, RETEST_POWER, SUCCESS_TARGETS,
+                                    benjamini_hochberg, best_scale, passes, promise_p_value,
+                                    retest_line, suggest_scale, within_budget)
 from sae_steer.config.sae import SAEConfig, TrainConfig
-from sae_steer.config.screen import ScreenConfig
 from sae_steer.config.search import SearchConfig
+from sae_steer.config.select import SelectConfig
 from sae_steer.config.seeds import NORM_SEED, control_seed, sample_seed, sample_seeds
-from sae_steer.config.steer import (MODES, POSITIONS, SCALE_UNITS, ChooseConfig, SteerConfig,
-                                    choose_config, steer_config)
+from sae_steer.config.steer import MODES, POSITIONS, SCALE_UNITS, SteerConfig, steer_config
 from sae_steer.config.world import NeoConfig, WorldConfig
 
-__all__ = ["COST_BUDGET", "FIRES_GAIN_TARGET", "LIFT_TARGET", "MODES", "NORM_SEED", "POSITIONS",
-           "SCALE_UNITS", "control_seed", "sample_seed", "sample_seeds",
-           "SUCCESS_TARGETS", "ChooseConfig", "NeoConfig", "SAEConfig",
-           "ScreenConfig", "SearchConfig", "StageConfig", "SteerConfig", "TrainConfig", "WorldConfig", "best_scale",
-           "check_number", "choose_config", "passes", "replace_config", "steer_config",
-           "suggest_scale", "within_budget"]
+__all__ = ["COST_BUDGET", "FALSE_DISCOVERY_RATE", "FIRES_GAIN_TARGET", "LIFT_TARGET", "MODES",
+           "NORM_SEED", "POSITIONS", "PROMISE", "RETEST_POWER", "SCALE_UNITS", "SUCCESS_TARGETS",
+           "NeoConfig", "SAEConfig", "SearchConfig", "SelectConfig", "StageConfig", "SteerConfig",
+           "TrainConfig", "WorldConfig", "benjamini_hochberg", "best_scale", "check_number",
+           "control_seed", "passes", "promise_p_value", "replace_config", "retest_line",
+           "sample_seed", "sample_seeds", "steer_config", "suggest_scale", "within_budget"]

@@ -10,16 +10,15 @@ One scheme, stated here; everything that samples or draws a control imports it.
 - **Its control** (a random direction at the steering vector's norm) samples with the
   same seeds too; the direction itself comes from ``control_seed(s, feature)``, fixed per
   (seed, feature), so every report of a feature on those seeds meets the same direction.
-- **A selection** (the scale sweep that chooses a feature or scale) runs with
-  ``ChooseConfig.select_seed`` (the screen's stage 1: ``ScreenConfig.seed``), and
-- **a confirmation** (the report that measures the choice) with ``ChooseConfig.final_seed``
-  (the screen's stage 2: ``ScreenConfig.confirm_seed``): fresh seeds, so picking the
-  luckiest scale does not inflate the figure reported. The configs refuse equal seeds.
+- **A selection** (``SelectConfig``: the screen, a concept's feature) ranks on seeds from
+  ``rank_seed``, confirms on ``confirm_seed``'s and reports on ``report_seed``'s: three
+  stages that never share a sample, so picking the luckiest feature or scale does not
+  inflate the figure reported (the config refuses equal seeds).
 - **The typical residual norm** (what relative scales multiply) is measured on the
   model's own unsteered samples from seed ``NORM_SEED``.
 
-``ChooseConfig.select_steer`` / ``final_steer`` and ``ScreenConfig.stage1_steer`` /
-``confirm_steer`` derive the ``SteerConfig`` of each part from the caller's, in one place.
+``SelectConfig.stage_steer`` derives the ``SteerConfig`` of each stage from the caller's, in
+one place.
 """
 from __future__ import annotations
 

@@ -1,13 +1,12 @@
-"""Configs of steering (``SteerConfig``: how samples are drawn) and of choosing a
-feature for a concept (``ChooseConfig``), with the keyword-shortcut helpers."""
+"""Config of steering (``SteerConfig``: how samples are drawn), with its keyword-shortcut
+helper."""
 from __future__ import annotations
 
 import dataclasses
 from typing import Any
 
 from sae_steer.config.base import (StageConfig, check_number, is_integer, replace_config, require,
-                                   require_integers, require_positive_integers)
-from sae_steer.config.rules import COST_BUDGET, LIFT_TARGET
+                                   require_positive_integers)
 
 
 MODES = ("decoder_row", "clamp", "decoder_onehot")
@@ -87,71 +86,8 @@ class SteerConfig(StageConfig):
 
 
 
-@dataclasses.dataclass
-class ChooseConfig(StageConfig):
-    """How a feature and a scale are chosen for a concept, and then measured.
-
-    Candidates are ranked on texts, the scale is swept on the seeds from ``select_seed``
-    and the choice is measured on ``n_final`` fresh seeds from ``final_seed``, so the
-    reported figures are not inflated by picking the luckiest scale.
-    """
-
-    scales: tuple[float, ...] = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
-    """Scales swept, in ``SteerConfig.scale_unit`` (relative to the residual norm by default)."""
-    n_candidates: int = 5
-    """Predictive candidates swept (besides the on-word and pre-word features)."""
-    candidate_scale: float = 0.5
-    """Relative scale at which candidates' effect on the concept's next-token mass is read."""
-    n_effect_texts: int = 8
-    """Texts on which that effect is measured (one batched pass per chunk of features)."""
-    n_select: int = 16
-    """Samples per scale while selecting."""
-    n_final: int = 32
-    """Fresh samples on which the choice is measured."""
-    select_seed: int = 0
-    """Seed of the selection samples (``config.seeds``: the scheme)."""
-    final_seed: int = 1000
-    """Seed of the measurement samples (disjoint from the selection's for any sane sizes)."""
-    target: float = LIFT_TARGET
-    """Lift (steered / unsteered concept rate) whose lower 95 % bound a choice must reach
-    (default: ``rules.LIFT_TARGET``)."""
-    cost_budget: float = COST_BUDGET
-    """Most text-quality cost allowed (mean NLL increase, nats/token; default:
-    ``rules.COST_BUDGET``)."""
-    select_margin: float = 1.0
-    """Selection aims this many times higher than ``target`` (against the winner's curse;
-    1: the lower bound alone guards against a lucky scale)."""
-
-    def __post_init__(self) -> None:
-        self.scales = tuple(check_number(x, "scale") for x in self.scales)
-        require(len(self.scales) > 0, "scales is empty: give a list such as [0.3, 0.5, 0.7]")
-        require_positive_integers(self, ("n_candidates", "n_effect_texts", "n_select", "n_final"))
-        require_integers(self, ("select_seed", "final_seed"))
-        for name in ("candidate_scale", "target", "cost_budget", "select_margin"):
-            check_number(getattr(self, name), name)
-        require(self.select_seed != self.final_seed,
-                 "select_seed and final_seed must differ: a choice is measured on fresh seeds")
-
-    def select_steer(self, steer: SteerConfig) -> SteerConfig:
-        """``steer`` as the selection samples it: ``n_select`` samples from ``select_seed``."""
-        return steer.replace(n_samples=self.n_select, seed=self.select_seed)
-
-    def final_steer(self, steer: SteerConfig) -> SteerConfig:
-        """``steer`` as the measurement samples it: ``n_final`` samples from ``final_seed``."""
-        return steer.replace(n_samples=self.n_final, seed=self.final_seed)
-
-
-
 def steer_config(cfg: SteerConfig | None = None, **changes: Any) -> SteerConfig:
     """``cfg`` (default ``SteerConfig()``) with the keyword shortcuts in ``changes`` applied."""
     if cfg is not None and not isinstance(cfg, SteerConfig):
         raise TypeError(f"cfg must be a SteerConfig, got {type(cfg).__name__}")
     return replace_config(cfg if cfg is not None else SteerConfig(), **changes)
-
-
-def choose_config(cfg: ChooseConfig | None = None, **changes: Any) -> ChooseConfig:
-    """``cfg`` (default ``ChooseConfig()``) with the keyword shortcuts in ``changes`` applied."""
-    if cfg is not None and not isinstance(cfg, ChooseConfig):
-        raise TypeError(f"cfg must be a ChooseConfig, got {type(cfg).__name__}")
-    return replace_config(cfg if cfg is not None else ChooseConfig(), **changes)
-

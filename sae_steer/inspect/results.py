@@ -67,6 +67,10 @@ class FeatureSearch:
         """Fraction of scanned tokens on which each feature fired, [d_sae]."""
         return self.tensors["n_fire"].double() / max(self.n_tokens, 1)
 
+    def alive(self) -> list[int]:
+        """The features that fired at least once in the search, in index order."""
+        return [int(i) for i in (self.tensors["n_fire"] > 0).nonzero().flatten()]
+
     @property
     def max_act(self) -> Tensor:
         return self.tensors["max_act"]
@@ -127,11 +131,21 @@ class FeatureSearch:
             out.append(ex)
         return sorted(out, key=lambda e: -e.peak_act)
 
+    def top_token_ids(self, feature: Any, n: int = 10) -> list[int]:
+        """Ids of the tokens the feature fires on most (by summed activation), best first."""
+        return [int(self.tensors["tok_id"][self.check_feature(feature)][j])
+                for j in self._top_order(feature, n)]
+
+    def _top_order(self, feature: Any, n: int) -> list[int]:
+        i = self.check_feature(feature)
+        ids, sums = self.tensors["tok_id"][i], self.tensors["tok_sum"][i]
+        return [j for j in sums.argsort(descending=True).tolist() if int(ids[j]) >= 0][:n]
+
     def top_tokens(self, feature: Any, model=None, n: int = 10) -> list[tuple[str, float, int]]:
         """``(token, summed activation, count)`` for the tokens the feature fires on most."""
         i = self.check_feature(feature)
         ids, sums, cnts = (self.tensors[k][i] for k in ("tok_id", "tok_sum", "tok_cnt"))
-        order = [j for j in sums.argsort(descending=True).tolist() if int(ids[j]) >= 0][:n]
+        order = self._top_order(feature, n)
         names = [display_tokens(model, [int(ids[j])])[0] if model is not None
                  else str(int(ids[j])) for j in order]
         return [(name, float(sums[j]), int(cnts[j])) for name, j in zip(names, order)]

@@ -27,7 +27,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from sae_steer.config import ChooseConfig, choose_config
+from sae_steer.config import SelectConfig, replace_config
 from sae_steer.lm import FromHook, check_sae_fits, row_activations, text_rows
 from sae_steer.measure.concepts import as_concept
 from sae_steer.sae import decoder_units
@@ -129,7 +129,7 @@ class ConceptCandidates:
 @torch.no_grad()
 def concept_candidates(
     model: HookedTransformer, sae: Any, texts: Sequence[str], concept: Any,
-    cfg: ChooseConfig | None = None, *, resid_norm: float | None = None, **settings: Any,
+    cfg: SelectConfig | None = None, *, resid_norm: float | None = None, **settings: Any,
 ) -> ConceptCandidates:
     """Rank features for ``concept`` on ``texts`` (tokenized with BOS and windowed at the
     context like every stage's, labelled by the concept).
@@ -138,7 +138,7 @@ def concept_candidates(
     ``Steerer``'s, measured on the model's own samples) is the push at which the predictive
     effect is read, on ``cfg.n_effect_texts`` texts; ``cfg.n_candidates`` are kept.
     """
-    cfg = choose_config(cfg, **settings)
+    cfg = replace_config(cfg if cfg is not None else SelectConfig.for_concept(), **settings)
     concept = as_concept(concept)
     hook_name = check_sae_fits(model, sae.cfg)
     rows = text_rows(model, texts)  # a text longer than the context: several windows

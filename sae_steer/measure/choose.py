@@ -1,27 +1,28 @@
-"""Which feature steers toward a concept, at which scale? A measured choice.
+"""Which feature steers toward a concept, at which scale? The selection engine's concept preset.
 
-``choose_feature`` sweeps the scale for the top predictive candidates and the on-word,
-pre-word and best-aligned features (``candidates.py``) and keeps the one that reaches the
-lift target at the smallest scale within the cost budget. ``steer_concept`` runs the whole
-procedure and measures the choice on fresh seeds: selection and measurement never share a
-sample.
+``steer_concept`` ranks features on texts (``candidates.py``: the top predictive ones, the
+on-word, pre-word and best-aligned features), then hands that pool to the selection
+engine (``select.py``) with the concept as its target: swept on one set of seeds,
+confirmed on another, and reported on a third beside a random direction, prompting (the
+concept's most characteristic token written into the prompt) and the concept's context
+direction, all at the same norm and on the same seeds.
 """
 from __future__ import annotations
 
 import dataclasses
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from sae_steer.config import (COST_BUDGET, FIRES_GAIN_TARGET, ChooseConfig, SteerConfig,
-                              choose_config, passes, steer_config, within_budget)
+from sae_steer.config import SelectConfig, SteerConfig, passes, replace_config
 from sae_steer.measure.candidates import ConceptCandidates, concept_candidates
-from sae_steer.measure.report import Control, SteeringReport, direction_control, run_report
-from sae_steer.measure.sweep import SWEEP_SAMPLES, Sweep, run_sweeps
+from sae_steer.measure.report import Control, SteeringReport
+from sae_steer.measure.screen_results import SteerabilityScreen
+from sae_steer.measure.select import select_features
+from sae_steer.measure.sweep import Sweep
+from sae_steer.measure.target import THRESHOLDS, Target
 from sae_steer.steer import Steerer
-
-if TYPE_CHECKING:
-    from transformer_lens import HookedTransformer
+from sae_steer.steer.generate import prompt_tokens
 
 
 @dataclasses.dataclass
@@ -32,52 +33,11 @@ class ConceptChoice:
     kind: str
     """``predictive``, ``on_word``, ``pre_word`` or ``aligned``."""
     scale: float | None
-    """Suggested scale in the sweep's unit (None: no candidate met the target)."""
+    """Suggested scale in the sweep's unit (None: no scale passed while ranking)."""
     sweep: Sweep
     sweeps: dict[int, Sweep]
-
-
-def _rank(sweep: Sweep) -> tuple:
-    """Prefer a met target (by lower bound) at the smallest scale; else the best lower
-    bound within budget."""
-    if sweep.suggested is not None:
-        i = sweep.scales.index(sweep.suggested)
-        return (0, abs(sweep.suggested), -sweep.success_low[i])
-    ok = [lo for lo, c in zip(sweep.success_low, sweep.cost) if within_budget(c, sweep.cost_budget)]
-    return (1, -(max(ok) if ok else 0.0), 0.0)
-
-
-def choose_feature(
-    model: HookedTransformer, sae: Any, candidates: ConceptCandidates, scales: Sequence[float],
-    cfg: SteerConfig | None = None, *, n_candidates: int = 3, target: float | None = None,
-    cost_budget: float = COST_BUDGET, **settings: Any,
-) -> ConceptChoice:
-    """Sweep the top ``n_candidates`` predictive features, the on-word and pre-word features
-    and the best-aligned one (samples drawn with ``cfg``, relative scales by default); keep
-    the best."""
-    cfg = steer_config(cfg or SteerConfig(n_samples=SWEEP_SAMPLES, scale_unit="relative"),
-                       **settings)
-    return run_choice(model, sae, candidates, scales, cfg, n_candidates=n_candidates,
-                      target=target, cost_budget=cost_budget)
-
-
-def run_choice(
-    model: HookedTransformer, sae: Any, candidates: ConceptCandidates, scales: Sequence[float],
-    cfg: SteerConfig, *, n_candidates: int = 3, target: float | None = None,
-    cost_budget: float = COST_BUDGET,
-) -> ConceptChoice:
-    """``choose_feature`` on resolved settings (no shortcuts): what ``steer_concept`` calls."""
-    extra = [candidates.on_word] + ([candidates.pre_word] if candidates.pre_word >= 0 else [])
-    extra += candidates.aligned[:1]
-    pool = list(dict.fromkeys(candidates.predictive[:n_candidates] + extra))
-    sweeps = run_sweeps(model, sae, pool, scales, cfg, concept=candidates.concept,
-                        target=target, cost_budget=cost_budget)
-    best = min(pool, key=lambda f: _rank(sweeps[f]))
-    kind = ("predictive" if best in candidates.predictive[:n_candidates]
-            else "on_word" if best == candidates.on_word
-            else "pre_word" if best == candidates.pre_word else "aligned")
-    return ConceptChoice(candidates.concept.name, best, kind, sweeps[best].suggested,
-                         sweeps[best], sweeps)
+    selection: SteerabilityScreen | None = None
+    """The whole selection (ranking, confirmation, report rows)."""
 
 
 @dataclasses.dataclass
@@ -87,23 +47,33 @@ class ConceptResult:
     choice: ConceptChoice
     candidates: ConceptCandidates
     report: SteeringReport
-    """The report at the chosen scale, on seeds not used to choose it."""
+    """The report at the chosen scale, on seeds used neither to rank nor to confirm it."""
     relative_scale: float
-    config: ChooseConfig = dataclasses.field(default_factory=ChooseConfig)
-    direction: Control | None = None
-    """The concept's context direction (``candidates.direction``) at the same norm, same
-    seeds: what a supervised vector of that size does at this hook (None: not measured)."""
+    config: SelectConfig = dataclasses.field(default_factory=SelectConfig.for_concept)
+
+    @property
+    def direction(self) -> Control | None:
+        """The concept's context direction (``candidates.direction``) at the same norm, same
+        seeds: what a supervised vector of that size does at this hook (None: not measured)."""
+        return self.report.reference
+
+    @property
+    def recommended(self) -> bool:
+        """The selection recommended this feature (its promise: ``config.rules``)."""
+        sel = self.choice.selection
+        return sel is not None and self.choice.feature in sel.confirmed
 
     @property
     def target_met(self) -> bool:
-        """The lift's lower 95 % bound reaches the target within the cost budget (``passes``)."""
+        """The report's lift lower bound reaches ``LIFT_TARGET`` within the cost budget."""
         r = self.report
-        return passes(r.lift.lo, r.nll_cost.value, self.config.target, self.config.cost_budget)
+        return passes(r.lift.lo, r.nll_cost.value, THRESHOLDS["concept"], self.config.cost_budget)
 
     def row(self) -> dict[str, Any]:
         r, c = self.report, self.candidates
         on = r.steered.fires.get(c.on_word), r.unsteered.fires.get(c.on_word)
         ctrl = r.control.vs_unsteered.lift if r.control is not None else None
+        prompt = r.prompted.vs_unsteered.lift if r.prompted is not None else None
         return {
             "concept": self.choice.concept, "feature": self.choice.feature,
             "kind": self.choice.kind, "scale_rel": self.relative_scale,
@@ -114,12 +84,14 @@ class ConceptResult:
             "events": f"{r.lift.numerator} / {r.lift.denominator}",
             "nll_cost": r.nll_cost.value, "rep_cost": r.rep_cost.value,
             "control_lift_hi": ctrl.hi if ctrl is not None else math.nan,
+            "prompt_lift": prompt.value if prompt is not None else math.nan,
+            "prompt_lift_lo": prompt.lo if prompt is not None else math.nan,
             **_direction_row(self.direction),
             "fires_steered": r.steered.fires[r.feature].value,
             "fires_unsteered": r.unsteered.fires[r.feature].value,
             "on_word": c.on_word, "on_word_f1": round(c.on_word_f1, 3),
             "on_word_fires_steered": on[0].value, "on_word_fires_unsteered": on[1].value,
-            "target_met": self.target_met,
+            "recommended": self.recommended, "target_met": self.target_met,
         }
 
 
@@ -132,84 +104,46 @@ def _direction_row(direction: Control | None) -> dict[str, Any]:
             "direction_nll_cost": direction.vs_unsteered.nll_cost.value}
 
 
-def steer_concept(
-    model: HookedTransformer, sae: Any, texts: Sequence[str], concept: Any,
-    cfg: ChooseConfig | None = None, steer: SteerConfig | None = None, **settings: Any,
-) -> ConceptResult:
-    """Candidates -> sweep (seeds from ``cfg.select_seed``) -> report on held-out seeds.
+def concept_pool(cands: ConceptCandidates, n_candidates: int) -> dict[int, str]:
+    """The features a concept's selection ranks, each with its kind (first kind wins)."""
+    pool = {f: "predictive" for f in cands.predictive[:n_candidates]}
+    pool.setdefault(cands.on_word, "on_word")
+    if cands.pre_word >= 0:
+        pool.setdefault(cands.pre_word, "pre_word")
+    for f in cands.aligned[:1]:
+        pool.setdefault(f, "aligned")
+    return pool
 
-    ``cfg`` says how to choose (keyword ``settings`` are shortcuts for its fields);
-    ``steer`` how to sample (prompt, length, temperature; default: relative scales). The
-    scale is chosen on one set of seeds and measured on another (``cfg.final_seed``), so
-    the reported lift is not inflated by picking the luckiest scale. The first scale to
-    cross the target on a few seeds tends to fall short on fresh ones (winner's curse), so
-    selection aims ``cfg.select_margin`` x higher than ``cfg.target``. When no scale meets
-    that, the report uses the scale with the best lift within the cost budget. Beside it,
-    the concept's context direction at the same norm on the same seeds
-    (``ConceptResult.direction``) shows whether any such vector could do better.
+
+def steer_concept(
+    model: Any, sae: Any, texts: Sequence[str], concept: Any,
+    cfg: SelectConfig | None = None, steer: SteerConfig | None = None, *,
+    progress: bool = False, **settings: Any,
+) -> ConceptResult:
+    """Candidates -> rank (seeds from ``cfg.rank_seed``) -> confirm (``confirm_seed``) ->
+    report (``report_seed``): selection and the figures shown never share a sample.
+
+    ``cfg`` says how to select (default ``SelectConfig.for_concept()``; keyword ``settings``
+    are shortcuts for its fields); ``steer`` how to sample (prompt, length, temperature).
+    The report shows the recommended feature, or, when none is, the nearest miss, honestly
+    marked (``ConceptResult.recommended``), beside a random direction, prompting and the
+    concept's context direction at the same norm on the same seeds.
     """
-    cfg = choose_config(cfg, **settings)
+    cfg = replace_config(cfg if cfg is not None else SelectConfig.for_concept(), **settings)
     steer = steer or SteerConfig(scale_unit="relative")
-    # candidates, sweeps and the report push with one norm (also for absolute scales: the
-    # candidates' effect is read at a relative scale)
+    # candidates and every stage push with one norm
     steer = steer.replace(resid_norm=Steerer.for_config(model, sae, steer).resid_norm)
     cands = concept_candidates(model, sae, texts, concept, cfg, resid_norm=steer.resid_norm)
-    # selection and measurement: the seeds and sizes config.seeds names, derived once
-    choice = run_choice(model, sae, cands, cfg.scales, cfg.select_steer(steer),
-                        n_candidates=cfg.n_candidates, target=cfg.target * cfg.select_margin,
-                        cost_budget=cfg.cost_budget)
-    rel = choice.sweep.best_scale()
-    report = run_report(model, sae, choice.feature, rel, cfg.final_steer(steer),
-                        concept=cands.concept, rescore_features=[cands.on_word])
-    direction = None
-    if cands.direction is not None and report.config.mode != "clamp":
-        gen, _ = report.generations
-        direction = direction_control(model, sae, gen, report.config, list(report.steered.fires),
-                                      cands.concept, report.unsteered, cands.direction)
-    return ConceptResult(choice, cands, report, rel, cfg, direction)
-
-
-@dataclasses.dataclass
-class FeatureResult:
-    """One feature steered on its own: the scale chosen on select seeds, measured on fresh ones."""
-
-    feature: int
-    scale: float
-    """The chosen scale, in the steering config's unit."""
-    sweep: Sweep
-    report: SteeringReport
-    config: ChooseConfig
-
-    @property
-    def steers(self) -> bool:
-        """The fire-rate gain's lower 95 % bound reaches ``FIRES_GAIN_TARGET`` within the
-        budget (``passes``, the rule the sweep selects by)."""
-        gain = self.report.fires_gain[self.feature]
-        return passes(gain.lo, self.report.nll_cost.value, FIRES_GAIN_TARGET,
-                      self.config.cost_budget)
-
-    def row(self) -> dict[str, Any]:
-        r, gain = self.report, self.report.fires_gain[self.feature]
-        return {"feature": self.feature, "scale": self.scale, "n_samples": r.steered.n_samples,
-                "fires_steered": r.steered.fires[self.feature].value,
-                "fires_unsteered": r.unsteered.fires[self.feature].value,
-                "fires_gain": gain.value, "fires_gain_lo": gain.lo,
-                "nll_cost": r.nll_cost.value, "steers": self.steers}
-
-
-def steer_feature(model: HookedTransformer, sae: Any, feature: int,
-                  cfg: ChooseConfig | None = None, steer: SteerConfig | None = None,
-                  **settings: Any) -> FeatureResult:
-    """Does steering with ``feature`` make it fire in the generated text (re-scored by the
-    unsteered model)? The scale is swept on ``cfg.n_select`` samples (success: the fire-rate
-    gain's lower bound), then measured on ``cfg.n_final`` fresh ones with the control."""
-    cfg = choose_config(cfg, **settings)
-    steer = steer or SteerConfig(scale_unit="relative")
-    if steer.scale_unit == "relative":  # the sweep and the report push with one norm
-        steer = steer.replace(resid_norm=Steerer.for_config(model, sae, steer).resid_norm)
-    sweep = run_sweeps(model, sae, [feature], cfg.scales, cfg.select_steer(steer),
-                       success="fires_gain", target=FIRES_GAIN_TARGET,
-                       cost_budget=cfg.cost_budget)[feature]
-    scale = sweep.best_scale()
-    report = run_report(model, sae, feature, scale, cfg.final_steer(steer))
-    return FeatureResult(feature, scale, sweep, report, cfg)
+    pool = concept_pool(cands, cfg.n_candidates)
+    ask = max(cands.vocab, key=cands.vocab.get) if cands.vocab else None
+    prompt = prompt_tokens(model, steer.prompt).tolist() + [ask] if ask is not None else None
+    target = Target.for_concept(cands.concept, rescore=[cands.on_word], prompt=prompt)
+    refs = {f: cands.direction for f in pool} if cands.direction is not None else None
+    sel = select_features(model, sae, list(pool), target, cfg, steer, report_limit=1,
+                          report_at_least=1,
+                          references=refs, progress=progress, keep_sweeps=True)
+    best = next(iter(sel.report_objects))
+    report = sel.report_objects[best]
+    choice = ConceptChoice(cands.concept.name, best, pool[best], sel.sweeps[best].suggested,
+                           sel.sweeps[best], sel.sweeps, sel)
+    return ConceptResult(choice, cands, report, float(sel.confirmations[best]["scale"]), cfg)

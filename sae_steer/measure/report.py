@@ -12,8 +12,12 @@ against unsteered, every figure with its 95 % interval and its sample count:
 - ``fires_gain``: fire rate steered minus unsteered, paired by seed (Newcombe's interval);
 - ``nll_cost``, ``rep_cost``: paired mean differences (normal interval);
 - ``control``: the same against a random direction of the same norm, same seeds, so a
-  reader sees what any push of that size does (``direction_control`` does it for any
-  direction, e.g. a concept's context direction).
+  reader sees what any push of that size does; beside it, on request, prompting (no
+  steering, a prompt that asks for the feature or concept) and a reference direction
+  (e.g. a concept's context direction) at the same norm.
+
+Every report is one arm of a measurement batch (``batch.py``); clamping, which is not a
+vector, is measured one report at a time.
 """
 from __future__ import annotations
 
@@ -30,12 +34,12 @@ from torch import Tensor
 from sae_steer.config import SteerConfig, control_seed, sample_seeds, steer_config
 from sae_steer.fsutil import write_json_atomic
 from sae_steer.lm import check_sae_fits
+from sae_steer.measure.batch import Arm, measure_batch
 from sae_steer.measure.concepts import as_concept
 from sae_steer.measure.sides import Comparison, SideStats, compare, side_stats
 from sae_steer.measure.stats import Estimate, Ratio
 from sae_steer.steer import (Generation, Steerer, generate_along, generate_steered, generate_unsteered,
                              steering_direction)
-from sae_steer.steer.batch import generate_rows
 
 if TYPE_CHECKING:
     from transformer_lens import HookedTransformer
@@ -73,6 +77,12 @@ class SteeringReport:
     generations: tuple[Generation, Generation]
     config: SteerConfig = dataclasses.field(default_factory=SteerConfig)
     """The settings both sides were sampled with."""
+    prompted: Control | None = None
+    """The prompting baseline: no steering, a prompt that asks for the feature's word or
+    the concept (same seeds; None: not measured). Does steering beat just asking?"""
+    reference: Control | None = None
+    """A reference direction at the steering vector's norm (a concept's context direction;
+    None: not measured)."""
 
     @property
     def lift(self) -> Ratio | None:
@@ -95,6 +105,12 @@ class SteeringReport:
     def fires_gain(self) -> dict[int, Estimate]:
         return self.vs_unsteered.fires_gain
 
+    @property
+    def wrong_way(self) -> Estimate:
+        """Share of seeds on which the unsteered sample fired the steered feature and the
+        steered one did not."""
+        return self.vs_unsteered.wrong_way[self.feature]
+
     def row(self, feature: int | None = None) -> dict[str, Any]:
         """One flat summary row for tables (acts for ``feature``, default the steered one)."""
         f = self.feature if feature is None else feature
@@ -111,11 +127,18 @@ class SteeringReport:
                        rate_unsteered=u.concept_rate.value, lift=self.lift.value,
                        lift_lo=self.lift.lo, lift_hi=self.lift.hi,
                        events_steered=self.lift.numerator, events_unsteered=self.lift.denominator)
+        out["wrong_way"] = self.vs_unsteered.wrong_way[f].value
         if self.control is not None:
             c = self.control.vs_unsteered
             out.update(control_fires_gain=c.fires_gain[f].value, control_nll_cost=c.nll_cost.value)
             if c.lift is not None:
                 out.update(control_lift=c.lift.value, control_lift_hi=c.lift.hi)
+        if self.prompted is not None:
+            p = self.prompted.vs_unsteered
+            out.update(prompt_fires_gain=p.fires_gain[f].value, prompt_fires_gain_lo=p.fires_gain[f].lo,
+                       prompt_fires_gain_hi=p.fires_gain[f].hi)
+            if p.lift is not None:
+                out.update(prompt_lift=p.lift.value, prompt_lift_lo=p.lift.lo)
         return out
 
     def save(self, directory: str | os.PathLike) -> Path:
@@ -138,30 +161,21 @@ def steering_norm(sae: Any, feature: int, scale: float) -> float:
     return abs(scale) * float(sae.W_dec[feature].detach().float().norm())
 
 
-def direction_control(model: HookedTransformer, sae: Any, gen: Generation, cfg: SteerConfig,
-                      features: Sequence[int], concept: Any, base: SideStats, direction: Tensor,
-                      *, seed: int = -1, kind: str = "reference") -> Control:
-    """Sample with ``direction`` (any norm: it is rescaled) at the norm of ``gen``'s steering
-    vector, with the seeds and positions of ``cfg`` (the settings ``gen`` was drawn with),
-    and measure it against ``base``."""
-    norm = steering_norm(sae, gen.feature, gen.scale)
-    pushed = generate_along(model, check_sae_fits(model, sae.cfg), direction, norm, cfg)
-    side = side_stats(model, sae, pushed, features, concept, cfg.fire_threshold)
-    return Control(norm, seed, side, compare(side, base), kind)
-
-
 def random_direction(cfg: SteerConfig, feature: int, d_model: int) -> tuple[int, Tensor]:
     """The random control's seed (``config.seeds.control_seed``) and direction for ``feature``."""
     seed = control_seed(cfg.seed, feature)
     return seed, torch.randn(d_model, generator=torch.Generator().manual_seed(seed))
 
 
-def random_control(model: HookedTransformer, sae: Any, gen: Generation, cfg: SteerConfig,
+def _clamp_control(model: HookedTransformer, sae: Any, gen: Generation, cfg: SteerConfig,
                    features: Sequence[int], concept: Any, base: SideStats) -> Control:
-    """Sample with a random direction of the steering vector's norm (same seeds) and measure."""
+    """Clamp mode's control (not a vector, so outside the batch): a random direction at
+    the norm of ``gen``'s steering vector, the same seeds, measured against ``base``."""
     seed, direction = random_direction(cfg, gen.feature, sae.W_dec.shape[1])
-    return direction_control(model, sae, gen, cfg, features, concept, base, direction,
-                             seed=seed, kind="random")
+    norm = steering_norm(sae, gen.feature, gen.scale)
+    pushed = generate_along(model, check_sae_fits(model, sae.cfg), direction, norm, cfg)
+    side = side_stats(model, sae, pushed, features, concept, cfg.fire_threshold)
+    return Control(norm, seed, side, compare(side, base), "random")
 
 
 def steering_reports(
@@ -192,35 +206,67 @@ def run_reports(
     model: HookedTransformer, sae: Any, items: Sequence[tuple[int, float]], cfg: SteerConfig,
     *, concept: Any = None, rescore_features: Sequence[int] | None = None,
     unsteered: Generation | None = None, control: bool = True, progress: bool = False,
+    seeds: Sequence[int] | None = None, prompts: Mapping[int, Any] | None = None,
+    references: Mapping[int, Tensor] | None = None,
 ) -> list[SteeringReport]:
-    """``steering_reports`` on resolved settings (no shortcuts): what sweeps, choices and
-    the screen call, each with the ``SteerConfig`` it derived."""
+    """``steering_reports`` on resolved settings (no shortcuts): what sweeps and every
+    stage of a selection call, each with the ``SteerConfig`` it derived. One measurement
+    batch (``batch.measure_batch``): every item, its control, its prompting baseline
+    (``prompts[f]``: a prompt that asks for it, no steering) and its reference direction
+    (``references[f]``, at the steering vector's norm) on ``seeds`` (default: ``cfg``'s)
+    against one unsteered baseline."""
     concepts = _concepts(concept, [f for f, _ in items])
-    base = unsteered if unsteered is not None else generate_unsteered(model, cfg)
-    if base.seeds != sample_seeds(cfg.seed, cfg.n_samples):
+    seeds = list(seeds) if seeds is not None else sample_seeds(cfg.seed, cfg.n_samples)
+    if unsteered is not None and unsteered.seeds != seeds:
         raise ValueError("the unsteered baseline was sampled with other seeds/n_samples")
-    if cfg.mode == "clamp":
+    if cfg.mode == "clamp":  # not a fixed vector: one report at a time
+        base = unsteered if unsteered is not None else generate_unsteered(model, cfg)
         return [_report(model, sae, generate_steered(model, sae, f, sc, cfg), base, cfg,
                         concepts[k], rescore_features, control) for k, (f, sc) in enumerate(items)]
     steerer = Steerer.for_config(model, sae, cfg)
     scales = [steerer.absolute({f: sc}, cfg.scale_unit, cfg.mode)[f] for f, sc in items]
-    # the vector generate_steered adds (hooks.steered), and the random control's
-    vectors = [a * steering_direction(sae, f, cfg.mode).float() for (f, _), a in zip(items, scales)]
-    if control:
-        for (f, _), a in zip(items, scales):
-            norm = steering_norm(sae, f, a)
+    feats = [tuple(dict.fromkeys([f, *(rescore_features or [])])) for f, _ in items]
+    arms = [Arm(a * steering_direction(sae, f, cfg.mode).float(), feats[k], concepts[k])
+            for k, ((f, _), a) in enumerate(zip(items, scales))]
+    extra: list[tuple[int, str]] = []  # (item, kind) of each arm after the steered ones
+    for k, ((f, _), a) in enumerate(zip(items, scales)):
+        norm = steering_norm(sae, f, a)
+        if control:
             direction = random_direction(cfg, f, sae.W_dec.shape[1])[1]
-            vectors.append(float(norm) * (direction / direction.norm().clamp(min=1e-12)))
-    n = len(base.seeds)
-    rows = generate_rows(model, steerer.hook_name, torch.stack(vectors).repeat_interleave(n, 0),
-                         base.seeds * len(vectors), cfg, progress=progress)
+            arms.append(Arm(_at_norm(direction, norm), feats[k], concepts[k]))
+            extra.append((k, "random"))
+        if references and references.get(f) is not None:
+            arms.append(Arm(_at_norm(references[f], norm), feats[k], concepts[k]))
+            extra.append((k, "reference"))
+        if prompts and prompts.get(f) is not None:
+            arms.append(Arm(None, feats[k], concepts[k], prompt=prompts[f]))
+            extra.append((k, "prompt"))
+    batch = measure_batch(model, sae, arms, cfg, seeds=seeds, baseline=unsteered,
+                          hook_name=steerer.hook_name, progress=progress)
     out = []
     for k, ((f, _), a) in enumerate(zip(items, scales)):
-        gen = rows.part(k * n, (k + 1) * n)
+        res = batch.arms[k]
+        gen = res.generation
         gen.feature, gen.scale, gen.mode, gen.features = f, a, cfg.mode, {f: a}
-        pushed = rows.part((len(items) + k) * n, (len(items) + k + 1) * n) if control else None
-        out.append(_report(model, sae, gen, base, cfg, concepts[k], rescore_features, pushed))
+        out.append(SteeringReport(f, a, cfg.mode, _name(concepts[k]), res.side, res.base,
+                                  res.vs_base, None, (gen, batch.baseline), cfg))
+    for (k, kind), res in zip(extra, batch.arms[len(items):]):
+        f, a = items[k][0], scales[k]
+        side = Control(steering_norm(sae, f, a) if kind != "prompt" else 0.0,
+                       control_seed(cfg.seed, f) if kind == "random" else -1,
+                       res.side, res.vs_base, kind)
+        setattr(out[k], {"random": "control", "reference": "reference", "prompt": "prompted"}[kind],
+                side)
     return out
+
+
+def _at_norm(direction: Tensor, norm: float) -> Tensor:
+    direction = torch.as_tensor(direction).detach().float().cpu()
+    return float(norm) * (direction / direction.norm().clamp(min=1e-12))
+
+
+def _name(concept: Any) -> str | None:
+    return concept.name if concept is not None else None
 
 
 def _concepts(concept: Any, features: Sequence[int]) -> list[Any]:
@@ -232,21 +278,13 @@ def _concepts(concept: Any, features: Sequence[int]) -> list[Any]:
 
 def _report(model: HookedTransformer, sae: Any, gen: Generation, base: Generation,
             cfg: SteerConfig, concept: Any, rescore_features: Sequence[int] | None,
-            control: Generation | bool | None) -> SteeringReport:
-    """Measure steered ``gen`` against ``base``; ``control``: the random control's samples,
-    True to draw them here, or None/False for none."""
+            control: bool) -> SteeringReport:
+    """Clamp mode: measure steered ``gen`` against ``base`` (and the random control)."""
     features = list(dict.fromkeys([gen.feature, *(rescore_features or [])]))
     s = side_stats(model, sae, gen, features, concept, cfg.fire_threshold)
     u = side_stats(model, sae, base, features, concept, cfg.fire_threshold)
-    ctrl = None
-    if control is True:
-        ctrl = random_control(model, sae, gen, cfg, features, concept, u)
-    elif control:
-        side = side_stats(model, sae, control, features, concept, cfg.fire_threshold)
-        ctrl = Control(steering_norm(sae, gen.feature, gen.scale), control_seed(cfg.seed, gen.feature),
-                       side, compare(side, u), "random")
-    return SteeringReport(gen.feature, gen.scale, cfg.mode,
-                          concept.name if concept is not None else None, s, u, compare(s, u),
+    ctrl = _clamp_control(model, sae, gen, cfg, features, concept, u) if control else None
+    return SteeringReport(gen.feature, gen.scale, cfg.mode, _name(concept), s, u, compare(s, u),
                           ctrl, (gen, base), cfg)
 
 
@@ -276,10 +314,6 @@ def run_report(
     concept: Any = None, rescore_features: Sequence[int] | None = None,
     unsteered: Generation | None = None, control: bool = True,
 ) -> SteeringReport:
-    """``steering_report`` on resolved settings (no shortcuts)."""
-    concept = as_concept(concept) if concept is not None else None
-    gen = generate_steered(model, sae, feature, scale, cfg)
-    base = unsteered if unsteered is not None else generate_unsteered(model, cfg)
-    if base.seeds != gen.seeds:
-        raise ValueError("the unsteered baseline was sampled with other seeds/n_samples")
-    return _report(model, sae, gen, base, cfg, concept, rescore_features, control)
+    """``steering_report`` on resolved settings (no shortcuts): a batch of one."""
+    return run_reports(model, sae, [(feature, scale)], cfg, concept=concept,
+                       rescore_features=rescore_features, unsteered=unsteered, control=control)[0]

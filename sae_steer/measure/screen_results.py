@@ -1,6 +1,8 @@
-"""What a steerability screen found (``SteerabilityScreen``): per candidate its stage-1
-figures, per re-measured feature its fresh report's figures and the definitions it passed,
-and which features are confirmed. Data only: ``screen.py`` measures, ``ui`` draws.
+"""What a selection found (``SteerabilityScreen``, every preset's result): per candidate its
+ranking figures, per confirmed feature its confirmation figures (the definitions it passed,
+its p-value against the selection line, whether it is recommended), and per reported
+feature the report stage's figures on fresh seeds beside the baselines. Data only:
+``select.py`` measures, ``ui`` draws.
 """
 from __future__ import annotations
 
@@ -12,87 +14,114 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from sae_steer.config import ScreenConfig, SteerConfig
+from sae_steer.config import PROMISE, SelectConfig, SteerConfig
 from sae_steer.fsutil import write_json_atomic
-
-DEFINITIONS = ("own firing", "own words")
-"""How a feature can pass: its own fire rate rises (``FIRES_GAIN_TARGET``), or its own top
-words appear more (``LIFT_TARGET``); both within ``COST_BUDGET``."""
 
 
 @dataclasses.dataclass
 class SteerabilityScreen:
-    """What the screen measured: stage-1 rows for every candidate, stage-2 rows for the
-    best, and which features are confirmed. Rows are plain dicts (tables, JSON)."""
+    """What a selection measured: ranking rows for every candidate, confirmation rows for
+    the best, report rows for the recommended. Rows are plain dicts (tables, JSON).
+
+    **What "recommended" promises** (``config.rules``): on seeds it never saw, at its
+    recommended scale, a recommended feature passes the unchanged rule again on a re-test of
+    ``config.n_report`` samples per side; over the recommended, at least ``PROMISE`` (0.81)
+    of them are expected to. Zero recommended is a result.
+    """
 
     candidates: list[int]
-    """Features screened, in the order visited (output score, highest first)."""
+    """Features ranked, in the order visited (e.g. output score, highest first)."""
     stage1: dict[int, dict[str, Any]]
-    """Per candidate: its best scale's figures (and ``by_scale``: every scale's)."""
+    """Per candidate: its best scale's ranking figures (and ``by_scale``: every scale's)."""
     confirmations: dict[int, dict[str, Any]]
-    """Per re-measured feature: the fresh report's figures and ``passed`` definitions."""
-    config: ScreenConfig
+    """Per confirmed feature: its confirmation figures, ``passed`` definitions, ``p_value``
+    against its selection line and ``recommended``."""
+    config: SelectConfig
     steer: SteerConfig
     """The sampling settings (``resid_norm`` resolved: the norm every scale multiplies)."""
     meta: dict[str, Any] = dataclasses.field(default_factory=dict)
+    reports: dict[int, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    """Per reported feature: the report stage's figures (fresh seeds) with the random
+    direction (``control_*``), prompting (``prompt_*``) and the ``wrong_way`` share."""
+    report_objects: dict[int, Any] = dataclasses.field(default_factory=dict, repr=False,
+                                                       compare=False)
+    """The report stage's ``SteeringReport`` per feature (this session only: not saved)."""
+    sweeps: dict[int, Any] = dataclasses.field(default_factory=dict, repr=False, compare=False)
+    """The ranking stage's ``Sweep`` per candidate, when kept (this session only)."""
 
     @property
     def confirmed(self) -> list[int]:
-        """Confirmed features, best first (by the fresh lower bound over its target)."""
-        ok = [f for f, row in self.confirmations.items() if row["passed"]]
+        """The recommended features, best first (by the confirmation's strength)."""
+        ok = [f for f, row in self.confirmations.items() if row.get("recommended")]
         return sorted(ok, key=lambda f: -self.confirmations[f]["strength"])
 
     def recommended(self, n: int = 10) -> list[int]:
-        """Up to ``n`` confirmed features, best first. Fewer than ``n`` (or none) when fewer
-        passed; then a warning says so and names the nearest misses."""
+        """Up to ``n`` recommended features, best first. Fewer than ``n`` (or none) when
+        fewer were recommended; then a warning says so and names the nearest misses."""
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise ValueError(f"n must be a non-negative integer (how many features to list), "
+                             f"got {n!r}")
         out = self.confirmed[:n]
         if len(out) < n:
             misses = ", ".join(f"{r['feature']} (gain {r['fires_gain']:+.2f} "
                                f"[{r['fires_gain_lo']:+.2f}], words {_fmt(r['lift'])}x "
                                f"[{_fmt(r['lift_lo'])}])" for r in self.nearest_misses(3))
-            warnings.warn(f"only {len(out)} of {len(self.candidates)} screened features passed "
-                          f"confirmation (asked for {n}); nearest misses: {misses or 'none'}",
+            warnings.warn(f"only {len(out)} of {len(self.candidates)} screened features are "
+                          f"recommended (asked for {n}); nearest misses: {misses or 'none'}",
                           stacklevel=2)
         return out
 
     def nearest_misses(self, n: int = 5) -> list[dict[str, Any]]:
-        """The re-measured features that did not pass, closest to passing first."""
-        missed = [r for r in self.confirmations.values() if not r["passed"]]
+        """The confirmed-stage features not recommended, closest to passing first."""
+        missed = [r for r in self.confirmations.values() if not r.get("recommended")]
         return sorted(missed, key=lambda r: -r["strength"])[:n]
 
     def scale(self, feature: int) -> float:
-        """The confirmed relative scale of ``feature`` (x the typical residual norm)."""
+        """The recommended relative scale of ``feature`` (x the typical residual norm)."""
         row = self.confirmations.get(int(feature))
-        if row is None or not row["passed"]:
-            raise ValueError(f"feature {feature} is not confirmed by this screen; confirmed: "
-                             f"{self.confirmed[:10]}")
+        if row is None or not row.get("recommended"):
+            raise ValueError(f"feature {feature} is not recommended by this screen; "
+                             f"recommended: {self.confirmed[:10]}")
         return float(row["scale"])
 
+    @property
+    def promise(self) -> str:
+        """What "recommended" promises, in words."""
+        return (f"a recommended feature passes the rule again on {self.config.n_report} fresh "
+                f"samples per side at its scale; at least {PROMISE:.0%} of them are expected to "
+                f"(false-discovery rate {self.config.false_discovery_rate:g})")
+
     def rows(self, stage: int = 1) -> list[dict[str, Any]]:
-        """Table rows of stage 1 (every candidate, visiting order) or stage 2."""
+        """Table rows of stage 1 (every candidate, visiting order), 2 (confirmation) or 3
+        (report)."""
         if stage == 1:
             return [{k: v for k, v in self.stage1[f].items() if k != "by_scale"}
                     for f in self.candidates if f in self.stage1]
-        return [self.confirmations[f] for f in self.confirmations]
+        return list((self.confirmations if stage == 2 else self.reports).values())
 
     def save(self, directory: str | os.PathLike) -> Path:
         """``screen.json`` beside ``screen_config.json`` and ``steer_config.json``."""
         directory = Path(directory)
-        self.config.save_json(directory / "screen_config.json")
+        self.config.save_json(directory / "select_config.json")
         self.steer.save_json(directory / "steer_config.json")
         write_json_atomic(directory / "screen.json", _json_safe({
             "candidates": self.candidates, "stage1": self.stage1,
-            "confirmations": self.confirmations, "meta": self.meta}))
+            "confirmations": self.confirmations, "reports": self.reports, "meta": self.meta}))
         return directory
 
     @classmethod
     def load(cls, directory: str | os.PathLike) -> SteerabilityScreen:
         directory = Path(directory)
-        data = json.loads((directory / "screen.json").read_text(), parse_constant=float)
-        return cls([int(f) for f in data["candidates"]], _int_keys(data["stage1"]),
-                   _int_keys(data["confirmations"]),
-                   ScreenConfig.load_json(directory / "screen_config.json"),
-                   SteerConfig.load_json(directory / "steer_config.json"), data["meta"])
+        try:
+            data = json.loads((directory / "screen.json").read_text(), parse_constant=float)
+            return cls([int(f) for f in data["candidates"]], _int_keys(data["stage1"]),
+                       _int_keys(data["confirmations"]),
+                       SelectConfig.load_json(directory / "select_config.json"),
+                       SteerConfig.load_json(directory / "steer_config.json"), data["meta"],
+                       _int_keys(data.get("reports", {})))
+        except (json.JSONDecodeError, KeyError, TypeError, AttributeError, ValueError) as e:
+            raise ValueError(f"{directory} does not hold a readable screen ({type(e).__name__}: "
+                             f"{e}); remove it, or pass another path=") from None
 
 
 def _fmt(x: float) -> str:

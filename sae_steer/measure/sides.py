@@ -94,14 +94,22 @@ class Comparison:
     lift: Ratio | None
     """Concept rate / the baseline's (when a concept was given); interval: the wider of the
     exact Poisson ratio and a paired bootstrap over samples (``stats.paired_rate_ratio``)."""
+    paired_fired: dict[int, list[int]] = dataclasses.field(default_factory=dict)
+    """Per re-scored feature, per seed: fired here minus fired in the baseline (-1, 0, 1)."""
+    wrong_way: dict[int, Estimate] = dataclasses.field(default_factory=dict)
+    """Per re-scored feature: the share of seeds on which the baseline fired and this side
+    did not (steering that turns the feature *off*), with its Wilson interval."""
 
 
 def compare(side: SideStats, base: SideStats) -> Comparison:
     gains = {f: paired_difference(side.fired[f], base.fired[f]) for f in side.fired}
+    paired = {f: [int(a) - int(b) for a, b in zip(side.fired[f], base.fired[f])]
+              for f in side.fired}
+    wrong = {f: wilson(sum(d < 0 for d in paired[f]), len(paired[f])) for f in side.fired}
     cost = normal_mean([a - b for a, b in zip(side.nll_per_sample, base.nll_per_sample)])
     rep = normal_mean([a - b for a, b in zip(side.rep_per_sample, base.rep_per_sample)])
     lift = None
     if side.concept_rate is not None:
         lift = paired_rate_ratio(side.concept_counts, side.tokens_per_sample,
                                  base.concept_counts, base.tokens_per_sample)
-    return Comparison(gains, cost, rep, lift)
+    return Comparison(gains, cost, rep, lift, paired, wrong)

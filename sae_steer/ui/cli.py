@@ -10,7 +10,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from sae_steer.config import ChooseConfig, SteerConfig
+from sae_steer.config import SteerConfig
 from sae_steer.fsutil import cache_dir
 from sae_steer.inspect import concept_matches, load_or_search
 from sae_steer.lm import load_model, load_texts
@@ -70,15 +70,14 @@ def _steer_and_rescore(args: argparse.Namespace, model, sae, search) -> None:
     _stage(4, f"Steer: generate from {DEMO_PROMPT!r} while adding scale * W_dec[i]")
     texts = list(load_texts("toystories", split="validation", n=400, preset=args.preset))
     # The tool's own causal test, instead of hand-tuning: rank candidate features, sweep
-    # the scale on some seeds, then measure the chosen one on fresh seeds.
+    # the scale on some seeds, confirm on others, then measure the choice on fresh seeds.
     steer = SteerConfig(prompt=DEMO_PROMPT, max_new_tokens=100, scale_unit="relative")
-    result = steer_concept(model, sae, texts, planted_concepts()[args.concept],
-                           ChooseConfig(n_candidates=5, n_select=16, n_final=32), steer)
+    result = steer_concept(model, sae, texts, planted_concepts()[args.concept], steer=steer)
     feature, cands, rep = result.choice.feature, result.candidates, result.report
     rel = args.scale if args.scale is not None else result.relative_scale
     print(f"concept {args.concept!r}: feature {feature} ({result.choice.kind}; on-word feature "
           f"{cands.on_word}), suggested scale {result.relative_scale:g} x the residual norm")
-    print(f"on 32 fresh seeds: {rep.steered.concept_rate.value:.2f} vs "
+    print(f"on {rep.steered.n_samples} fresh seeds: {rep.steered.concept_rate.value:.2f} vs "
           f"{rep.unsteered.concept_rate.value:.2f} concept occurrences per 100 tokens "
           f"(lift {rep.lift}), text cost {rep.nll_cost} nats/token; a random direction of the "
           f"same norm: lift {rep.control.vs_unsteered.lift}")

@@ -1,5 +1,5 @@
 """What the steering panel says about a feature (``FeatureInfo``): its top words, its output
-score, and whether a screen confirmed that it steers, with the measured gain."""
+score, and whether a screen recommended it as steering, with the measured gain."""
 from __future__ import annotations
 
 import html
@@ -41,12 +41,12 @@ class FeatureInfo:
                 f"{esc(self.words(i))}{score}</span>")
 
     def choices(self, n: int = 20) -> list[tuple[str, int]]:
-        """Dropdown options: up to ``n`` features the screen confirmed, best first, labelled
-        by their words and measured fire-rate gain (none without a screen: a proxy score
-        does not tell which features steer)."""
+        """Dropdown options: up to ``n`` features the screen recommended, best first,
+        labelled by their words and fire-rate gain as the report stage measured it on fresh
+        seeds (none without a screen: a proxy score does not tell which features steer)."""
         if self.screen is None:
             return []
-        rows = self.screen.confirmations
+        rows = {**self.screen.confirmations, **self.screen.reports}
         return [(f"{i}: {self.words(i)} (gain {rows[i]['fires_gain']:+.2f} "
                  f"[{rows[i]['fires_gain_lo']:+.2f}, {rows[i]['fires_gain_hi']:+.2f}], "
                  f"words {rows[i]['lift']:.3g}x, at {rows[i]['scale']:g}x norm)", i)
@@ -59,4 +59,4 @@ class FeatureInfo:
         miss = self.screen.nearest_misses(1)
         near = (f"; nearest miss: {miss[0]['feature']}, gain {miss[0]['fires_gain']:+.2f} "
                 f"[{miss[0]['fires_gain_lo']:+.2f}]" if miss else "")
-        return f"(the screen confirmed no feature{near})"
+        return f"(the screen recommended no feature{near})"

@@ -12,6 +12,7 @@ import math
 
 from matplotlib.figure import Figure
 
+from sae_steer.config import LIFT_TARGET
 from sae_steer.inspect import FeatureCard, FeatureSearch
 from sae_steer.measure import Sweep
 
@@ -124,11 +125,12 @@ def plot_sweep(sweep: Sweep, title: str | None = None):
     return fig
 
 
-def plot_lifts(results: dict, *, target: float | None = None) -> Figure:
+def plot_lifts(results: dict, *, target: float | None = LIFT_TARGET) -> Figure:
     """Each concept's lift with its 95 % interval, beside a random direction of the same norm
     and, when measured, the concept's context direction at that norm (``result.direction``).
 
-    ``results`` maps a concept name to a ``ConceptResult`` (``steer_concept``). Log scale;
+    ``results`` maps a concept name to a ``ConceptResult`` (``steer_concept``); ``target``:
+    the dashed line (default the rule's ``LIFT_TARGET``; None: none). Log scale;
     an interval reaching 0 or infinity is drawn to the axis edge.
     """
     names = list(results)
@@ -188,8 +190,8 @@ def plot_feature_scores(scores, *, highlight=(), title: str | None = None) -> Fi
 
 def plot_screen(screen, *, title: str | None = None) -> Figure:
     """Stage-1 fire-rate gain (at each feature's best scale, with its 95 % interval) against
-    output score for every screened feature (``screen_features``); re-measured features
-    are ringed, confirmed ones filled in red and numbered. Shows how little the proxy
+    output score for every screened feature (``screen_features``); confirmed features are
+    ringed, recommended ones filled in red and numbered. Shows how little the proxy
     predicts what the measurement finds."""
     rows = screen.rows(1)
     out = [r["output_score"] for r in rows]
@@ -199,10 +201,10 @@ def plot_screen(screen, *, title: str | None = None) -> Figure:
     fig = Figure(figsize=(6.0, 4.2), layout="constrained")
     ax = fig.add_subplot()
     ax.errorbar(out, gain, yerr=err, fmt="o", ms=3, alpha=0.35, color="tab:gray",
-                elinewidth=0.5, label=f"stage 1 ({screen.config.n_samples} samples)")
+                elinewidth=0.5, label=f"ranking ({screen.config.n_rank} samples)")
     again = [r for r in rows if r["feature"] in screen.confirmations]
     ax.scatter([r["output_score"] for r in again], [r["fires_gain"] for r in again], s=40,
-               facecolors="none", edgecolors="tab:blue", label="re-measured (stage 2)")
+               facecolors="none", edgecolors="tab:blue", label="confirmed on fresh seeds")
     confirmed = set(screen.confirmed)
     for r in rows:
         if r["feature"] in confirmed:
@@ -213,5 +215,5 @@ def plot_screen(screen, *, title: str | None = None) -> Figure:
     ax.set_xlabel("output score")
     ax.set_ylabel("fire-rate gain, steered - unsteered")
     ax.legend(fontsize=7, loc="upper left")
-    ax.set_title(title or f"{len(rows)} features screened, {len(confirmed)} confirmed")
+    ax.set_title(title or f"{len(rows)} features screened, {len(confirmed)} recommended")
     return fig

@@ -4,8 +4,8 @@ is, a Generate button, re-scored output) and ``card_widget`` (a feature picker a
 The panel shows, for one seed, the steered and unsteered texts, both re-scored by the
 unsteered model + SAE. Beside each feature: its top words (a ``FeatureSearch``, else the
 tokens its decoder row promotes) and output score (``feature_scores``). The dropdown offers
-only features a screen confirmed (``screen_features``), with their measured fire-rate gain
-and interval; picking one sets its confirmed scale. The browser test's
+only features a screen recommended (``screen_features``), with their measured fire-rate gain
+and interval; picking one sets its recommended scale. The browser test's
 contract: a "Generate" button, sliders described "feature" and "scale", and an output
 ``<div class="steer-output" data-feature=.. data-scale=..>`` (first feature, slider scale).
 
@@ -78,7 +78,7 @@ class SteeringPanel:
     ``search`` (a ``FeatureSearch``) adds each feature's top words and the ``max_act`` scale
     unit; ``scores`` (``feature_scores(model, sae, search=search)``) adds output scores;
     ``screen`` (``screen_features(model, sae, search)``) fills the dropdown with the features
-    it confirmed, each at its confirmed scale. ``scale_range`` is the absolute scale's
+    it recommended, each at its recommended scale. ``scale_range`` is the absolute scale's
     ``(min, max)`` or ``(min, max, step)``; ``cfg`` and keyword ``settings`` (``prompt``,
     ``max_new_tokens``, ``seed``, ``mode``, ``temperature``, ``positions``, ``scale_unit``...)
     are ``SteerConfig`` fields, the starting values of the controls.
@@ -152,7 +152,7 @@ class SteeringPanel:
     # ------------------------------------------------------------ controls
 
     def _pick_steerable(self, change: Any) -> None:
-        """A confirmed feature, at the relative scale it was confirmed at."""
+        """A recommended feature, at the relative scale it was recommended at."""
         if change["new"] is None or change["new"] < 0:
             return
         self.feature.value = int(change["new"])

@@ -6,8 +6,7 @@ import torch
 
 from builders import HOOK, PROMPT, assert_clean, make_sae, seeded_model, tiny_config, word_tokenizer
 from sae_steer.measure.candidates import _log_mass, concept_vocab, logit_effect, on_word_f1
-from sae_steer.measure.choose import ConceptCandidates, _rank, choose_feature
-from sae_steer.measure.sweep import Sweep
+from sae_steer.measure.candidates import ConceptCandidates
 from sae_steer.steer import steering
 from sae_steer.toystories import planted_concepts
 
@@ -59,44 +58,6 @@ def test_logit_effect_matches_steering_by_hand(tiny_model):
     assert_clean(tiny_model)
 
 
-def _sweep(success, cost, suggested, low=None):
-    """A sweep whose lower bounds equal its estimates unless ``low`` says otherwise."""
-    return Sweep([0.1, 0.3, 0.5], [], "concept_lift", success, low or success, cost, 5.0, 1.5,
-                 suggested, "relative")
-
-
-def test_rank_prefers_met_target_at_smallest_scale():
-    met_late = _sweep([1, 2, 6], [0.1, 0.2, 1.0], 0.5)
-    met_early = _sweep([1, 6, 9], [0.1, 0.5, 3.0], 0.3)
-    never = _sweep([1, 4, 30], [0.1, 0.5, 3.0], None)
-    assert sorted([never, met_late, met_early], key=_rank) == [met_early, met_late, never]
-
-
-def test_rank_without_a_met_target_goes_by_the_lower_bound_not_the_estimate():
-    lucky = _sweep([1, 40, 2], [0.1, 0.2, 0.3], None, low=[0.5, 1.1, 0.8])  # 40x on few events
-    solid = _sweep([1, 6, 2], [0.1, 0.2, 0.3], None, low=[0.5, 2.5, 0.8])
-    assert sorted([lucky, solid], key=_rank) == [solid, lucky]
-
-
-def test_choose_feature_runs_sweeps(tiny_model, monkeypatch):
-    import sae_steer.measure.choose as choose
-
-    calls = []
-    danger = planted_concepts()["danger"]
-
-    def fake_sweeps(model, sae, features, scales, cfg=None, **kw):  # the pool in one batch
-        calls.extend(features)
-        assert kw["concept"] is danger
-        return {f: _sweep([1, 6 if f == 4 else 2, 9], [0.1, 0.4, 2.0], 0.3 if f == 4 else None)
-                for f in features}
-
-    monkeypatch.setattr(choose, "run_sweeps", fake_sweeps)
-    cand = ConceptCandidates(danger, {1: 1.0}, [2, 4, 6, 7], torch.zeros(8), 6, 0.9)
-    choice = choose_feature(tiny_model, make_sae(), cand, [0.1, 0.3, 0.5], n_candidates=3)
-    assert calls == [2, 4, 6] and choice.feature == 4 and choice.scale == 0.3
-    assert choice.kind == "predictive" and choice.concept == "danger"
-
-
 def test_before_starts_marks_the_context_token():
     from sae_steer.measure.candidates import before_starts
 
@@ -135,41 +96,6 @@ def test_offline_world_danger_feature_steers_toward_danger():
                           scale_unit="relative", max_new_tokens=80)
     assert rep.concept_lift > 2.0 and rep.nll_cost.value < 1.5
     assert_clean(model)
-
-
-def test_selection_and_measurement_never_share_a_sample(tiny_model, monkeypatch):
-    """steer_concept picks on the select seeds and measures on fresh ones: no sample of the
-    measurement was seen by the selection."""
-    import sae_steer.measure.choose as choose
-    from sae_steer.config import ChooseConfig, SteerConfig, sample_seed
-
-    danger = planted_concepts()["danger"]
-    seen = {"select": set(), "final": set()}
-
-    def seeds(cfg, n, seed):
-        return {sample_seed(seed, j) for j in range(n)}
-
-    def fake_candidates(model, sae, texts, concept, cfg=None, **kw):
-        return ConceptCandidates(concept, {1: 1.0}, [2, 3], torch.zeros(8), 4, 0.5)
-
-    def fake_sweeps(model, sae, features, scales, cfg=None, **kw):
-        seen["select"] |= seeds(cfg, cfg.n_samples, cfg.seed)
-        return {f: _sweep([1, 9, 9], [0.1, 0.2, 0.3], 0.3) for f in features}
-
-    def fake_report(model, sae, feature, scale, cfg, **kw):
-        assert not kw.keys() & {"n_samples", "seed"}  # settings arrive resolved, in cfg
-        seen["final"] |= seeds(cfg, cfg.n_samples, cfg.seed)
-        return "report"
-
-    monkeypatch.setattr(choose, "concept_candidates", fake_candidates)
-    monkeypatch.setattr(choose, "run_sweeps", fake_sweeps)
-    monkeypatch.setattr(choose, "run_report", fake_report)
-    result = choose.steer_concept(tiny_model, make_sae(), ["text"], danger,
-                                  ChooseConfig(n_select=16, n_final=64),
-                                  SteerConfig(scale_unit="relative", resid_norm=1.0))
-    assert result.relative_scale == 0.3
-    assert len(seen["select"]) == 16 and len(seen["final"]) == 64
-    assert not seen["select"] & seen["final"]
 
 
 def test_context_direction_is_the_mean_difference_before_the_concept(tok_model):
@@ -215,30 +141,39 @@ def test_no_concept_start_gives_no_direction(tok_model):
     assert cands.direction is None and cands.aligned == []
 
 
-def test_choose_feature_sweeps_the_best_aligned_feature_too(tiny_model, monkeypatch):
-    import sae_steer.measure.choose as choose
+def test_the_concept_pool_takes_the_best_aligned_feature_too():
+    from sae_steer.measure.choose import concept_pool
 
-    calls = []
-
-    def fake_sweeps(model, sae, features, scales, cfg=None, **kw):
-        calls.extend(features)
-        return {f: _sweep([1, 6 if f == 5 else 2, 9], [0.1, 0.4, 2.0], 0.3 if f == 5 else None)
-                for f in features}
-
-    monkeypatch.setattr(choose, "run_sweeps", fake_sweeps)
     danger = planted_concepts()["danger"]
-    cand = ConceptCandidates(danger, {1: 1.0}, [2, 4], torch.zeros(8), 6, 0.9, 7, 0.5,
+    cand = ConceptCandidates(danger, {1: 1.0}, [2, 4, 9], torch.zeros(8), 6, 0.9, 7, 0.5,
                              aligned=[5, 3], direction=torch.ones(16))
-    choice = choose_feature(tiny_model, make_sae(), cand, [0.1, 0.3, 0.5], n_candidates=2)
-    assert calls == [2, 4, 6, 7, 5]  # only the best-aligned one joins the pool
-    assert choice.feature == 5 and choice.kind == "aligned"
+    pool = concept_pool(cand, 2)
+    assert list(pool) == [2, 4, 6, 7, 5]  # only the best-aligned one joins the pool
+    assert pool[5] == "aligned" and pool[6] == "on_word" and pool[7] == "pre_word"
 
 
-def test_steer_concept_measures_the_context_direction_on_the_same_seeds(tiny_model, monkeypatch):
-    """The reference: the concept's direction at the chosen feature's norm, same seeds and
-    baseline as the report; a direction at the feature's own row reproduces the feature."""
+def _spy_seeds(monkeypatch):
+    """Record the seeds of every batch of generated rows."""
+    import sae_steer.measure.batch as batch_mod
+    import sae_steer.measure.select as select_mod
+
+    real, seen = batch_mod.generate_rows, []
+
+    def spy(model, hook, deltas, seeds, cfg, **kw):
+        seen.append(set(seeds))
+        return real(model, hook, deltas, seeds, cfg, **kw)
+
+    monkeypatch.setattr(batch_mod, "generate_rows", spy)
+    monkeypatch.setattr(select_mod, "generate_rows", spy)
+    return seen
+
+
+def test_steer_concept_ranks_confirms_and_reports_on_disjoint_seeds(tiny_model, monkeypatch):
+    """The concept preset: ranked on the rank seeds, confirmed on others, and the figures
+    shown (the report, with the concept's context direction at the chosen feature's norm,
+    same seeds and baseline) on a third set."""
     import sae_steer.measure.choose as choose
-    from sae_steer.config import ChooseConfig, SteerConfig
+    from sae_steer.config import SelectConfig, SteerConfig, sample_seeds
     from sae_steer.measure import Concept
 
     sae = make_sae()
@@ -249,54 +184,71 @@ def test_steer_concept_measures_the_context_direction_on_the_same_seeds(tiny_mod
         return ConceptCandidates(concept, {3: 1.0}, [4], torch.zeros(8), 4, 0.5,
                                  direction=row / row.norm())
 
-    def fake_sweeps(model, sae, features, scales, cfg=None, **kw):
-        return {f: _sweep([1, 9, 9], [0.1, 0.2, 0.3], 0.3) for f in features}
-
     monkeypatch.setattr(choose, "concept_candidates", fake_candidates)
-    monkeypatch.setattr(choose, "run_sweeps", fake_sweeps)
+    seen = _spy_seeds(monkeypatch)
+    cfg = SelectConfig.for_concept(scales=(0.3,), n_rank=4, confirm_rounds=(6,), n_report=6)
     result = choose.steer_concept(
-        tiny_model, sae, ["text"], anything, ChooseConfig(n_select=4, n_final=6),
+        tiny_model, sae, ["text"], anything, cfg,
         SteerConfig(scale_unit="relative", resid_norm=2.0, prompt=PROMPT, max_new_tokens=8))
+    stages = [set(sample_seeds(s, n)) for s, n in ((0, 4), (1000, 6), (3000, 6))]
+    assert all(any(batch <= st for st in stages) for batch in seen)
+    assert {i for batch in seen for i, st in enumerate(stages) if batch <= st} == {0, 1, 2}
     ref, rep = result.direction, result.report
+    assert rep.generations[0].seeds == sample_seeds(3000, 6)
     assert ref is not None and ref.kind == "reference" and ref.seed == -1
     assert ref.norm == pytest.approx(rep.control.norm)
     assert ref.norm == pytest.approx(0.3 * 2.0, rel=1e-5)  # relative 0.3 x residual norm 2
     # the feature's own row as "direction": the same vector, so the same samples and counts
     assert ref.side.concept_counts == rep.steered.concept_counts
     assert ref.side.nll_per_sample == pytest.approx(rep.steered.nll_per_sample, abs=1e-5)
+    assert rep.prompted is not None and rep.prompted.kind == "prompt"  # token 3 asked for
     row_out = result.row()
     assert row_out["direction_lift"] == pytest.approx(ref.vs_unsteered.lift.value, nan_ok=True)
+    assert result.choice.sweep.scales == [0.3] and result.relative_scale == 0.3
     assert_clean(tiny_model)
 
 
-def test_one_rule_for_sweeps_choices_and_feature_results():
-    """A lower bound exactly at the target passes everywhere: the sweep's suggestion, the
-    feature result's ``steers`` and the concept result's ``target_met`` (``rules.passes``)."""
+def test_one_rule_for_sweeps_targets_and_concept_results():
+    """A lower bound exactly at the threshold passes everywhere: the sweep's suggestion, the
+    target's pass test and the concept result's ``target_met`` (``rules.passes``)."""
     from types import SimpleNamespace
 
-    from sae_steer.config import (COST_BUDGET, FIRES_GAIN_TARGET, LIFT_TARGET, ChooseConfig,
+    from sae_steer.config import (COST_BUDGET, FIRES_GAIN_TARGET, LIFT_TARGET, SelectConfig,
                                   suggest_scale)
-    from sae_steer.measure.choose import ConceptResult, FeatureResult
+    from sae_steer.measure import Target
+    from sae_steer.measure.choose import ConceptResult
 
-    cfg = ChooseConfig()
-    assert (cfg.target, cfg.cost_budget) == (LIFT_TARGET, COST_BUDGET)
+    cfg = SelectConfig.for_concept()
+    assert cfg.cost_budget == COST_BUDGET
 
     def report(lo, cost):
         est = SimpleNamespace(lo=lo)
         return SimpleNamespace(fires_gain={3: est}, lift=est, nll_cost=SimpleNamespace(value=cost))
 
     at, over = FIRES_GAIN_TARGET, COST_BUDGET + 0.01
+    own = Target.own_firing()
     assert suggest_scale([0.5], [at], [0.0], FIRES_GAIN_TARGET) == 0.5
-    assert FeatureResult(3, 0.5, None, report(at, 0.0), cfg).steers
-    assert not FeatureResult(3, 0.5, None, report(at - 1e-9, 0.0), cfg).steers
-    assert not FeatureResult(3, 0.5, None, report(at, over), cfg).steers
-    assert not FeatureResult(3, 0.5, None, report(float("nan"), 0.0), cfg).steers
+    assert own.passed(report(at, 0.0), 3) == ["own firing"]
+    assert not own.passed(report(at - 1e-9, 0.0), 3)
+    assert not own.passed(report(at, over), 3)
+    assert not own.passed(report(float("nan"), 0.0), 3)
     assert ConceptResult(None, None, report(LIFT_TARGET, COST_BUDGET), 0.5, cfg).target_met
     assert not ConceptResult(None, None, report(LIFT_TARGET, over), 0.5, cfg).target_met
 
 
 def test_best_scale_without_a_pass_takes_the_best_lower_bound_within_budget():
-    within = _sweep([1, 2, 3], [0.1, 0.2, 9.0], None)  # 0.5's bound is best but too costly
-    assert within.best_scale() == 0.3
-    broke = _sweep([1, 2, 3], [9.0, 9.0, 9.0], None)
-    assert broke.best_scale() == 0.1  # an honest failure: the smallest scale
+    from types import SimpleNamespace
+
+    from sae_steer.measure import Target
+
+    def cmp(lo, cost):
+        return SimpleNamespace(fires_gain={3: SimpleNamespace(lo=lo)}, lift=None,
+                               nll_cost=SimpleNamespace(value=cost))
+
+    own = Target.own_firing()
+    within = [cmp(0.1, 0.1), cmp(0.2, 0.2), cmp(0.25, 9.0)]  # 0.5's bound is best but too costly
+    assert own.best_scale([0.1, 0.3, 0.5], within, 3) == 0.3
+    broke = [cmp(0.1, 9.0), cmp(0.2, 9.0), cmp(0.25, 9.0)]
+    assert own.best_scale([0.1, 0.3, 0.5], broke, 3) == 0.1  # an honest failure: the smallest
+    passing = [cmp(0.1, 0.1), cmp(0.3, 0.2), cmp(0.4, 0.3)]
+    assert own.best_scale([0.1, 0.3, 0.5], passing, 3) == 0.3  # the smallest that passes

@@ -135,7 +135,7 @@ def test_suggest_scale_picks_smallest_within_budget():
 
 def test_scale_sweep_and_plot(tiny_model, sae):
     sweep = scale_sweep(tiny_model, sae, 1, [0.0, 5.0, 20.0], n_samples=3, prompt=PROMPT,
-                        max_new_tokens=6, target=0.5, cost_budget=100.0)
+                        max_new_tokens=6, cost_budget=100.0)
     assert len(sweep.reports) == 3 and len(sweep.table()) == 3
     assert sweep.cost[0] == pytest.approx(0.0, abs=1e-6)
     # every report shares one unsteered baseline

@@ -1,4 +1,5 @@
-"""The steerability screen: stage 1 on every candidate, confirmation on fresh seeds."""
+"""The screen (the selection engine's preset over every alive feature): ranking on every
+candidate, confirmation on fresh seeds, the report stage on further fresh seeds."""
 from __future__ import annotations
 
 import math
@@ -7,17 +8,17 @@ import pytest
 import torch
 
 from builders import make_sae
-from sae_steer.config import ScreenConfig, SearchConfig, SteerConfig
+from sae_steer.config import SearchConfig, SelectConfig, SteerConfig, sample_seeds
 from sae_steer.inspect import search_features
 from sae_steer.lm import attached_hook_count
-from sae_steer.measure import Concept, steering_report
-from sae_steer.measure.screen import confirm, screen_features
+from sae_steer.measure import Concept, steering_report, steering_reports
+from sae_steer.measure.screen import screen_features
 from sae_steer.measure.screen_results import SteerabilityScreen
 from sae_steer.steer import Steerer
 
 TEXTS = ["Once upon a time there was a little girl named Lily .",
          "She liked to play in the park with her friend Tom !"] * 4
-CFG = ScreenConfig(scales=(0.5, 1.0), n_samples=4, n_confirm=3, n_final=6)
+CFG = SelectConfig(scales=(0.5, 1.0), n_rank=4, n_confirm=3, confirm_rounds=(6, 10), n_report=6)
 STEER = SteerConfig(prompt="Once upon a time", max_new_tokens=8)
 
 
@@ -38,23 +39,22 @@ def screen(tok_model, setup, tmp_path_factory):
 
 def test_stage1_measures_every_alive_candidate_in_output_score_order(screen, setup):
     _, search = setup
-    alive = {int(i) for i in (search.density > 0).nonzero().flatten()}
-    assert set(screen.candidates) == alive == set(screen.stage1)
+    assert set(screen.candidates) == set(search.alive()) == set(screen.stage1)
     scores = [screen.stage1[f]["output_score"] for f in screen.candidates]
     assert scores == sorted(scores, reverse=True)
     for row in screen.stage1.values():
         assert row["scale"] in CFG.scales
-        assert row["n_samples"] == CFG.n_samples
+        assert row["n_samples"] == CFG.n_rank
         assert row["fires_gain_lo"] <= row["fires_gain"] <= row["fires_gain_hi"]
         assert [r["scale"] for r in row["by_scale"]] == list(CFG.scales)
 
 
 def test_confirmation_takes_the_best_and_records_definitions(screen):
     assert 0 < len(screen.confirmations) <= CFG.n_confirm
-    for f, row in screen.confirmations.items():
-        assert row["n_samples"] == CFG.n_final
+    for row in screen.confirmations.values():
+        assert row["n_samples"] in CFG.confirm_rounds
         assert set(row["passed"]) <= {"own firing", "own words"}
-        assert "control_fires_gain" in row
+        assert 0.0 <= row["p_value"] <= 1.0 and isinstance(row["recommended"], bool)
     assert screen.recommended(len(screen.confirmed)) == screen.confirmed
 
 
@@ -62,26 +62,27 @@ def test_recommended_warns_with_nearest_misses_when_too_few_pass(screen):
     with pytest.warns(UserWarning, match="nearest misses"):
         got = screen.recommended(100)
     assert got == screen.confirmed
+    with pytest.raises(ValueError, match="non-negative integer"):
+        screen.recommended(-1)
 
 
-def test_scale_of_an_unconfirmed_feature_is_refused(screen):
+def test_scale_of_a_feature_not_recommended_is_refused(screen):
     missed = [f for f in screen.candidates if f not in screen.confirmed]
-    with pytest.raises(ValueError, match="not confirmed"):
+    with pytest.raises(ValueError, match="not recommended"):
         screen.scale(missed[0])
 
 
-def test_confirmation_equals_steering_report_one_feature_at_a_time(tok_model, setup):
-    """Stage 2's batched reports give exactly what ``steering_report`` gives per feature."""
+def test_one_measurement_batch_equals_one_report_at_a_time(tok_model, setup):
+    """Reports in one batch (one baseline, every arm together) give exactly what
+    ``steering_report`` gives per feature."""
     sae, search = setup
-    steerer = Steerer(tok_model, sae)
-    steer = STEER.replace(resid_norm=steerer.resid_norm, scale_unit="relative")
+    steer = STEER.replace(resid_norm=Steerer(tok_model, sae).resid_norm, scale_unit="relative",
+                          n_samples=6, seed=1000)
     picks = [(1, 0.5), (3, 1.0)]
     words = {f: Concept.from_feature(search, f, tok_model) for f, _ in picks}
-    reports = confirm(tok_model, sae, picks, words, CFG, steer)
-    for f, rel in picks:
-        one = steering_report(tok_model, sae, f, rel, steer, concept=words[f],
-                              n_samples=CFG.n_final, seed=CFG.confirm_seed)
-        got = reports[f]
+    reports = steering_reports(tok_model, sae, picks, steer, concept=words)
+    for (f, rel), got in zip(picks, reports):
+        one = steering_report(tok_model, sae, f, rel, steer, concept=words[f])
         assert [t.tolist() for t in got.generations[0].tokens] == \
                [t.tolist() for t in one.generations[0].tokens]
         assert _same(got.row(), one.row())
@@ -101,25 +102,57 @@ def _same(a: dict, b: dict) -> bool:
     return True
 
 
+def test_every_stage_draws_its_own_seeds(tok_model, setup, tmp_path, monkeypatch):
+    """The report stage's seeds are disjoint from ranking's and confirmation's."""
+    sae, search = setup
+    import sae_steer.measure.batch as batch_mod
+    real, seen = batch_mod.generate_rows, []
+
+    def spy(model, hook, deltas, seeds, cfg, **kw):
+        seen.append(set(seeds))
+        return real(model, hook, deltas, seeds, cfg, **kw)
+
+    monkeypatch.setattr(batch_mod, "generate_rows", spy)
+    import sae_steer.measure.select as select_mod
+    monkeypatch.setattr(select_mod, "generate_rows", spy)
+    screen_features(tok_model, sae, search, CFG, STEER, progress=False, path=tmp_path)
+    stages = {"rank": set(sample_seeds(CFG.rank_seed, CFG.n_rank)),
+              "confirm": set(sample_seeds(CFG.confirm_seed, CFG.confirm_rounds[-1])),
+              "report": set(sample_seeds(CFG.report_seed, CFG.n_report))}
+    assert not (stages["rank"] & stages["confirm"] or stages["rank"] & stages["report"]
+                or stages["confirm"] & stages["report"])
+    for seeds in seen:  # every batch drew from exactly one stage's seeds
+        assert sum(seeds <= s for s in stages.values()) == 1
+
+
 def test_resumes_from_disk_and_loads_the_same(tok_model, setup, tmp_path, monkeypatch):
     sae, search = setup
     first = screen_features(tok_model, sae, search, CFG, STEER, progress=False, path=tmp_path)
     loaded = SteerabilityScreen.load(tmp_path)
     assert loaded.stage1.keys() == first.stage1.keys()
-    assert loaded.confirmed == first.confirmed
+    assert loaded.confirmed == first.confirmed and loaded.reports.keys() == first.reports.keys()
     # a second call measures nothing: every generation would fail
-    import sae_steer.measure.screen as screen_mod
-    monkeypatch.setattr(screen_mod, "generate_rows", lambda *a, **k: pytest.fail("re-measured"))
+    import sae_steer.measure.batch as batch_mod
+    import sae_steer.measure.select as select_mod
+    for mod in (batch_mod, select_mod):
+        monkeypatch.setattr(mod, "generate_rows", lambda *a, **k: pytest.fail("re-measured"))
     again = screen_features(tok_model, sae, search, CFG, STEER, progress=False, path=tmp_path)
     assert again.confirmations == loaded.confirmations
 
 
-def test_interrupted_stage1_resumes_with_the_same_figures(tok_model, setup, tmp_path, monkeypatch):
+def test_a_corrupt_saved_screen_says_what_to_do(tmp_path):
+    (tmp_path / "screen.json").write_text("{not json")
+    with pytest.raises(ValueError, match="does not hold a readable screen.*remove it"):
+        SteerabilityScreen.load(tmp_path)
+
+
+def test_interrupted_ranking_resumes_with_the_same_figures(tok_model, setup, tmp_path,
+                                                          monkeypatch):
     sae, search = setup
     whole = screen_features(tok_model, sae, search, CFG, STEER, progress=False,
                             path=tmp_path / "whole")
-    import sae_steer.measure.screen as screen_mod
-    real, calls = screen_mod._stage1_chunk, []
+    import sae_steer.measure.select as select_mod
+    real, calls = select_mod.run_sweeps, []
 
     def dies_second_time(*args, **kw):
         calls.append(1)
@@ -127,12 +160,12 @@ def test_interrupted_stage1_resumes_with_the_same_figures(tok_model, setup, tmp_
             raise KeyboardInterrupt
         return real(*args, **kw)
 
-    monkeypatch.setattr(screen_mod, "generation_rows", lambda model: 2 * 4)  # 1 feature a chunk
-    monkeypatch.setattr(screen_mod, "_stage1_chunk", dies_second_time)
+    monkeypatch.setattr(select_mod, "generation_rows", lambda model: 2 * 4)  # 1 feature a batch
+    monkeypatch.setattr(select_mod, "run_sweeps", dies_second_time)
     with pytest.raises(KeyboardInterrupt):
         screen_features(tok_model, sae, search, CFG, STEER, progress=False, path=tmp_path / "cut")
     assert len(SteerabilityScreen.load(tmp_path / "cut").stage1) == 1
-    monkeypatch.setattr(screen_mod, "_stage1_chunk", real)
+    monkeypatch.setattr(select_mod, "run_sweeps", real)
     resumed = screen_features(tok_model, sae, search, CFG, STEER, progress=False,
                               path=tmp_path / "cut")
     assert resumed.stage1 == whole.stage1
@@ -141,7 +174,7 @@ def test_interrupted_stage1_resumes_with_the_same_figures(tok_model, setup, tmp_
 
 def test_given_features_and_bad_input(tok_model, setup, tmp_path):
     sae, search = setup
-    alive = [int(i) for i in (search.density > 0).nonzero().flatten()]
+    alive = search.alive()
     two = screen_features(tok_model, sae, search, CFG, STEER, features=alive[:2], progress=False,
                           path=tmp_path)
     assert set(two.candidates) == set(alive[:2])
@@ -149,6 +182,8 @@ def test_given_features_and_bad_input(tok_model, setup, tmp_path):
         screen_features(tok_model, sae, search, CFG, STEER, features=[99], progress=False,
                         path=tmp_path / "x")
     with pytest.raises(ValueError, match="positive"):
-        ScreenConfig(scales=(0.0,))
+        SelectConfig(scales=(0.0,))
+    with pytest.raises(ValueError, match="distinct"):
+        SelectConfig(rank_seed=3, confirm_seed=3)
     assert not (tmp_path / "x").exists()
     assert torch.is_tensor(search.density)

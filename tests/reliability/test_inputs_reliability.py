@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from builders import HOOK, assert_clean, make_sae
-from sae_steer.config import SAEConfig, ScreenConfig, SearchConfig, SteerConfig, TrainConfig
+from sae_steer.config import SAEConfig, SearchConfig, SelectConfig, SteerConfig, TrainConfig
 from sae_steer.inspect.search import search_features
 from sae_steer.lm import hook_activations, load_model, load_texts
 from sae_steer.measure import rescore, scale_sweep, screen_features
@@ -55,14 +55,14 @@ def _steer(e, model=None, sae=None, **kw):
     return generate_steered(model if model is not None else e.m, sae or e.sae, **args)
 
 
-_SCREEN = ScreenConfig(scales=(0.5,), n_samples=2, n_confirm=1, n_final=2)
+_SCREEN = SelectConfig(scales=(0.5,), n_rank=2, n_confirm=1, confirm_rounds=(2,), n_report=2)
 _SHORT = SteerConfig(prompt="Once upon a time", max_new_tokens=3)
 
 
 def _screen_twice(e):
     search = e.search()
     screen_features(e.tm, e.sae, search, _SCREEN, _SHORT, progress=False, path=e.tmp / "s")
-    screen_features(e.tm, e.sae, search, _SCREEN.replace(n_samples=3), _SHORT, progress=False,
+    screen_features(e.tm, e.sae, search, _SCREEN.replace(n_rank=3), _SHORT, progress=False,
                     path=e.tmp / "s")
 
 
@@ -247,13 +247,14 @@ CASES = [
          lambda e: screen_features(e.tm, e.sae, e.search(), _SCREEN, _SHORT, features=[99],
                                    progress=False, path=e.tmp / "s"),
          r"feature 99 is out of range: this SAE has 8 features \(0\.\.7\)", "pick features in 0..d_sae-1"),
-    Case("screen-scale-not-positive", "`ScreenConfig(scales=(0.0, 0.5))`",
-         lambda e: ScreenConfig(scales=(0.0, 0.5)),
+    Case("screen-scale-not-positive", "`SelectConfig(scales=(0.0, 0.5))`",
+         lambda e: SelectConfig(scales=(0.0, 0.5)),
          r"scales must be positive multiples of the residual norm, got \(0\.0, 0\.5\)",
          "relative scales such as (0.35, 0.5)"),
-    Case("screen-same-seeds", "`ScreenConfig(seed=3, confirm_seed=3)`",
-         lambda e: ScreenConfig(seed=3, confirm_seed=3),
-         r"seed and confirm_seed must differ: confirmation uses fresh seeds", "use two different seeds"),
+    Case("screen-same-seeds", "`SelectConfig(rank_seed=3, confirm_seed=3)`",
+         lambda e: SelectConfig(rank_seed=3, confirm_seed=3),
+         r"rank_seed, confirm_seed and report_seed must be distinct non-negative integers \(each "
+         r"stage uses fresh seeds\), got \(3, 3, 3000\)", "use three different seeds"),
     Case("screen-path-holds-another", "`screen_features(..., path=dir)` where `dir` holds a screen with other settings",
          lambda e: _screen_twice(e), r"holds a screen with other settings or candidates; pass another "
          r"path= or remove it", "pass another `path=`, or remove the old screen"),

@@ -30,8 +30,8 @@ def test_plot_lifts_draws_feature_control_and_context_direction():
     assert [t.get_text() for t in ax.get_yticklabels()] == ["quote", "rare"]
 
 
-def test_plot_screen_marks_remeasured_and_confirmed_features():
-    from sae_steer.config import ScreenConfig, SteerConfig
+def test_plot_screen_marks_confirmed_and_recommended_features():
+    from sae_steer.config import SelectConfig, SteerConfig
     from sae_steer.measure import SteerabilityScreen
     from sae_steer.ui.plots import plot_screen
 
@@ -40,13 +40,14 @@ def test_plot_screen_marks_remeasured_and_confirmed_features():
                 "fires_gain_lo": gain - 0.2, "fires_gain_hi": gain + 0.2}
 
     stage1 = {f: row(f, 0.1 * f, 0.05 * f) for f in range(6)}
-    conf = {4: {"passed": ["own firing"], "strength": 1.1}, 5: {"passed": [], "strength": 0.4}}
-    screen = SteerabilityScreen(list(range(6)), stage1, conf, ScreenConfig(), SteerConfig())
+    conf = {4: {"passed": ["own firing"], "strength": 1.1, "recommended": True},
+            5: {"passed": ["own firing"], "strength": 0.4, "recommended": False}}
+    screen = SteerabilityScreen(list(range(6)), stage1, conf, SelectConfig(), SteerConfig())
     ax = plot_screen(screen).axes[0]
-    assert "6 features screened, 1 confirmed" == ax.get_title()
-    assert [t.get_text() for t in ax.texts] == ["4"]  # only the confirmed one is numbered
+    assert "6 features screened, 1 recommended" == ax.get_title()
+    assert [t.get_text() for t in ax.texts] == ["4"]  # only the recommended one is numbered
     labels = [t.get_text() for t in ax.get_legend().get_texts()]
-    assert sorted(labels) == ["re-measured (stage 2)", "stage 1 (8 samples)"]
+    assert sorted(labels) == ["confirmed on fresh seeds", "ranking (8 samples)"]
 
 
 def test_plot_architectures_puts_each_architecture_on_both_panels():

@@ -6,7 +6,7 @@ import re
 import pytest
 
 from builders import assert_clean, make_sae
-from sae_steer.config import ScreenConfig, SearchConfig, SteerConfig
+from sae_steer.config import SearchConfig, SelectConfig, SteerConfig
 from sae_steer.measure.screen_results import SteerabilityScreen
 from sae_steer.inspect import search_features
 from sae_steer.measure.steerability import feature_scores
@@ -144,18 +144,18 @@ def test_search_and_scores_label_the_features_but_offer_nothing_unmeasured(rich,
 def _screen(confirmations):
     row = dict(fires_gain=0.5, fires_gain_lo=0.35, fires_gain_hi=0.62, lift=4.0, lift_lo=3.1,
                strength=1.2)
-    conf = {f: {**row, "feature": f, "scale": sc, "passed": ok,
+    conf = {f: {**row, "feature": f, "scale": sc, "passed": ok, "recommended": bool(ok),
                 "strength": row["strength"] - k / 10} for k, (f, sc, ok) in enumerate(confirmations)}
-    return SteerabilityScreen([f for f, _, _ in confirmations], {}, conf, ScreenConfig(),
+    return SteerabilityScreen([f for f, _, _ in confirmations], {}, conf, SelectConfig(),
                               SteerConfig())
 
 
-def test_the_dropdown_offers_confirmed_features_at_their_scale(tok_model, found):
+def test_the_dropdown_offers_recommended_features_at_their_scale(tok_model, found):
     sae, search, scores = found
     screen = _screen([(3, 0.35, ["own firing"]), (5, 0.5, []), (2, 0.5, ["own words"])])
     panel = SteeringPanel(tok_model, sae, feature=1, scale=2.0, max_new_tokens=6, search=search,
                           scores=scores, screen=screen)
-    assert [v for _, v in panel.steerable.options] == [3, 2]  # 5 was not confirmed
+    assert [v for _, v in panel.steerable.options] == [3, 2]  # 5 was not recommended
     label, best = panel.steerable.options[0]
     assert label.startswith("3: fires on") and "gain +0.50 [+0.35, +0.62]" in label
     panel.steerable.value = best
@@ -163,12 +163,12 @@ def test_the_dropdown_offers_confirmed_features_at_their_scale(tok_model, found)
     assert panel.unit.value == "relative" and panel.scale.value == 0.35
 
 
-def test_a_screen_that_confirmed_nothing_says_so(tok_model, found):
+def test_a_screen_that_recommended_nothing_says_so(tok_model, found):
     sae, search, scores = found
     screen = _screen([(5, 0.5, [])])
     panel = SteeringPanel(tok_model, sae, feature=1, scale=2.0, search=search, screen=screen)
     assert panel.steerable.disabled
-    assert "confirmed no feature; nearest miss: 5" in panel.steerable.options[0][0]
+    assert "recommended no feature; nearest miss: 5" in panel.steerable.options[0][0]
     assert panel.steerable.label == panel.steerable.options[0][0]  # shown, not a blank box
 
 

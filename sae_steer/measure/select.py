@@ -1,0 +1,228 @@
+"""The selection engine: which of a pool of features steer toward a target, measured.
+
+One question with many presets (the screen of every feature, a concept's feature, one
+feature's scale): given candidate features, a ``Target`` and a ``SelectConfig``, three
+stages, each on seeds no other stage draws (``config.seeds``):
+
+1. **rank**: a scale sweep of every candidate on few samples against one shared baseline
+   (``sweep.run_sweeps``, in batches written to disk as they finish, so an interrupted
+   selection resumes); each candidate's best scale by the target's strength.
+2. **confirm**: the ``n_confirm`` strongest within the cost budget, again on fresh seeds,
+   in rounds: after each, a feature that can no longer be shown above its *selection line*
+   leaves; the rest get more samples. The line is what the promise of ``config.rules``
+   needs: a true effect at which a re-test of ``n_report`` samples passes the unchanged
+   rule with probability ``RETEST_POWER``. Each confirmed feature gets a one-sided p-value
+   against its line, and Benjamini-Hochberg over the whole confirmed family decides which
+   are **recommended**.
+3. **report**: the recommended (and ``report_misses`` nearest misses) on further fresh
+   seeds, beside the baselines: a random direction of the same norm, prompting (the
+   target's prompt, no steering) and the wrong-way share. These are the figures shown: a
+   winner's figure from the stage that chose it is never its proof.
+
+Works for any model and tokenizer; every stage is one measurement batch per chunk.
+"""
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tqdm.auto import tqdm
+from torch import Tensor
+
+from sae_steer.config import (SelectConfig, SteerConfig, benjamini_hochberg, promise_p_value,
+                              sample_seeds)
+from sae_steer.measure.report import SteeringReport, run_reports
+from sae_steer.measure.screen_results import SteerabilityScreen
+from sae_steer.measure.sweep import run_sweeps
+from sae_steer.measure.target import Target
+from sae_steer.steer import Steerer
+from sae_steer.steer.batch import generate_rows, generation_rows
+
+if TYPE_CHECKING:
+    from transformer_lens import HookedTransformer
+
+_Z95 = 1.959963984540054
+
+
+def select_features(
+    model: HookedTransformer, sae: Any, pool: Sequence[int], target: Target,
+    cfg: SelectConfig, steer: SteerConfig, *, path: str | os.PathLike | None = None,
+    extra: Mapping[int, Mapping[str, Any]] | None = None, report_limit: int | None = None,
+    report_at_least: int = 0,
+    references: Mapping[int, Tensor] | None = None, keep_sweeps: bool = False,
+    progress: bool = True,
+) -> SteerabilityScreen:
+    """Rank ``pool`` (in this order), confirm the best, report the recommended (see the
+    module docstring). ``steer``: how samples are drawn (``resid_norm`` resolved here once:
+    every stage pushes by the same amount); ``path``: where the selection is saved after
+    each ranking batch and stage (None: not saved); ``extra``: per candidate, columns
+    added to its rows (an output score); ``report_limit``: report at most this many
+    recommended features (None: all), ``report_at_least``: fill up to this many with the
+    nearest misses, marked as such; ``references``: per feature, a direction the
+    report measures at the same norm (a concept's context direction); ``keep_sweeps``:
+    keep each candidate's ranking sweep (``screen.sweeps``, this session only).
+    """
+    pool = list(dict.fromkeys(int(f) for f in pool))
+    if not pool:
+        raise ValueError("no feature to select from: the pool is empty")
+    steerer = Steerer.for_config(model, sae, steer)
+    steer = steer.replace(scale_unit="relative", resid_norm=steerer.resid_norm, mode="decoder_row")
+    path = Path(path) if path is not None else None
+    screen = _resume(path, pool, cfg, steer)
+    screen.meta.update(hook=steerer.hook_name, d_sae=sae.cfg.d_sae,
+                       definitions=list(target.definitions))
+    extra = extra or {}
+    _rank(model, sae, screen, target, extra, path, progress, keep_sweeps)
+    if not screen.confirmations:
+        _confirm(model, sae, screen, target, extra, progress)
+        _save(screen, path)
+    if not screen.reports:
+        _report(model, sae, screen, target, report_limit, report_at_least, references or {},
+                progress)
+        _save(screen, path)
+    return screen
+
+
+def _save(screen: SteerabilityScreen, path: Path | None) -> None:
+    if path is not None:
+        screen.save(path)
+
+
+def _row(target: Target, report: SteeringReport, rel: float, cost_budget: float
+         ) -> dict[str, Any]:
+    """One table row of ``report`` (every stage's): the report's summary, the relative
+    scale, the target's strength and the definitions passed."""
+    f, nan = report.feature, math.nan
+    row = {"words": report.concept or "", "lift": nan, "lift_lo": nan, "lift_hi": nan,
+           "events_steered": 0, "events_unsteered": 0, **report.row()}
+    row.update(scale=rel, scale_abs=report.scale,
+               strength=target.strength(report.vs_unsteered, f),
+               passed=target.passed(report.vs_unsteered, f, cost_budget))
+    return row
+
+
+def _rank(model: HookedTransformer, sae: Any, screen: SteerabilityScreen, target: Target,
+          extra: Mapping[int, Mapping[str, Any]], path: Path | None, progress: bool,
+          keep_sweeps: bool) -> None:
+    """Stage 1: sweeps of every candidate not yet ranked, a batch of rows at a time."""
+    cfg, todo = screen.config, [f for f in screen.candidates if f not in screen.stage1]
+    if not todo:
+        return
+    steer = cfg.stage_steer(screen.steer, "rank")
+    base = generate_rows(model, screen.meta["hook"], None, sample_seeds(steer.seed, steer.n_samples),
+                         steer)  # the shared baseline: drawn once, re-scored per batch
+    per_batch = max(1, generation_rows(model) // (cfg.n_rank * len(cfg.scales)))
+    t0 = time.perf_counter()
+    with tqdm(total=len(screen.candidates), initial=len(screen.candidates) - len(todo),
+              unit="feature", desc="select, 1/3 rank", disable=not progress) as bar:
+        for lo in range(0, len(todo), per_batch):
+            chunk = todo[lo : lo + per_batch]
+            sweeps = run_sweeps(model, sae, chunk, cfg.scales, steer, target=target,
+                                cost_budget=cfg.cost_budget, unsteered=base)
+            for f, sw in sweeps.items():
+                i = sw.scales.index(sw.best_scale())
+                row = _row(target, sw.reports[i], sw.best_scale(), cfg.cost_budget)
+                row["by_scale"] = [{"scale": sc, "strength": st, "nll_cost": c,
+                                    sw.success_name: su, f"{sw.success_name}_lo": lw}
+                                   for sc, st, c, su, lw in zip(sw.scales, sw.strength, sw.cost,
+                                                                sw.success, sw.success_low)]
+                screen.stage1[f] = {**row, **extra.get(f, {})}
+                if keep_sweeps:
+                    screen.sweeps[f] = sw
+            screen.meta["rank_s"] = screen.meta.get("rank_s", 0.0) + time.perf_counter() - t0
+            t0 = time.perf_counter()
+            _save(screen, path)  # resumable: a restart skips what is written
+            bar.update(len(chunk))
+
+
+def _picks(screen: SteerabilityScreen) -> list[tuple[int, float]]:
+    """The ``n_confirm`` ranked candidates closest to passing within the cost budget (none
+    within it: the strongest one, to fail honestly in the open)."""
+    cfg, rows = screen.config, list(screen.stage1.values())
+    ok = [r for r in rows if r["nll_cost"] <= cfg.cost_budget] or sorted(
+        rows, key=lambda r: -r["strength"])[:1]
+    ok.sort(key=lambda r: (-r["strength"], -r["fires_gain"], r["feature"]))
+    return [(int(r["feature"]), float(r["scale"])) for r in ok[: cfg.n_confirm]]
+
+
+def _evidence(target: Target, report: SteeringReport, n: int, n_retest: int
+              ) -> tuple[float, bool]:
+    """(p-value that the feature sits below its selection line, whether it still could
+    be shown above it): Bonferroni over the target's definitions."""
+    ev = target.evidence(report.vs_unsteered, report.feature, n, n_retest)
+    if not ev:
+        return 1.0, False
+    p = min(promise_p_value(e["estimate"], e["se"], e["line"]) for e in ev.values())
+    reachable = any(e["estimate"] + _Z95 * e["se"] >= e["line"] for e in ev.values())
+    return min(1.0, p * len(ev)), reachable
+
+
+def _confirm(model: HookedTransformer, sae: Any, screen: SteerabilityScreen, target: Target,
+             extra: Mapping[int, Mapping[str, Any]], progress: bool) -> None:
+    """Stage 2: the best-ranked in rounds of fresh samples, then Benjamini-Hochberg."""
+    cfg, t0 = screen.config, time.perf_counter()
+    picks = _picks(screen)
+    open_, rows = list(picks), {}
+    steer = cfg.stage_steer(screen.steer, "confirm")
+    with tqdm(total=len(cfg.confirm_rounds), unit="round", desc="select, 2/3 confirm",
+              disable=not progress) as bar:
+        for n in cfg.confirm_rounds:
+            if not open_:
+                break
+            reports = run_reports(model, sae, open_, steer, seeds=sample_seeds(steer.seed, n),
+                                  concept={f: target.concept_of(f) for f, _ in open_},
+                                  rescore_features=target.rescore, control=False)
+            still = []
+            for (f, rel), rep in zip(open_, reports):
+                p, reachable = _evidence(target, rep, n, cfg.n_report)
+                rows[f] = {**_row(target, rep, rel, cfg.cost_budget), "p_value": p,
+                           **extra.get(f, {})}
+                if reachable and rows[f]["nll_cost"] <= cfg.cost_budget:
+                    still.append((f, rel))
+            open_ = still
+            bar.update(1)
+    found = benjamini_hochberg([rows[f]["p_value"] for f, _ in picks], cfg.false_discovery_rate)
+    for (f, _), ok in zip(picks, found):
+        rows[f]["recommended"] = bool(ok and rows[f]["passed"])
+    screen.confirmations = rows
+    screen.meta.update(recommended=screen.confirmed, confirm_s=time.perf_counter() - t0)
+
+
+def _report(model: HookedTransformer, sae: Any, screen: SteerabilityScreen, target: Target,
+            limit: int | None, at_least: int, references: Mapping[int, Tensor],
+            progress: bool) -> None:
+    """Stage 3: the recommended (up to ``limit``; nearest misses up to ``at_least``) on
+    fresh seeds, beside the random direction, prompting and the wrong-way share."""
+    cfg, t0 = screen.config, time.perf_counter()
+    shown = screen.confirmed[:limit]
+    shown += [r["feature"] for r in screen.nearest_misses(max(0, at_least - len(shown)))]
+    if not shown:
+        screen.reports, screen.meta["report_s"] = {}, 0.0
+        return
+    items = [(f, float(screen.confirmations[f]["scale"])) for f in shown]
+    reports = run_reports(model, sae, items, cfg.stage_steer(screen.steer, "report"),
+                          concept={f: target.concept_of(f) for f in shown},
+                          rescore_features=target.rescore, control=True,
+                          prompts={f: target.prompt_of(f) for f in shown},
+                          references=references, progress=progress)
+    screen.reports = {f: {**_row(target, r, rel, cfg.cost_budget),
+                          "recommended": f in screen.confirmed}
+                      for (f, rel), r in zip(items, reports)}
+    screen.report_objects = dict(zip(shown, reports))
+    screen.meta["report_s"] = time.perf_counter() - t0
+
+
+def _resume(path: Path | None, candidates: list[int], cfg: SelectConfig,
+            steer: SteerConfig) -> SteerabilityScreen:
+    """The selection saved at ``path`` for these settings, else an empty one."""
+    if path is not None and (path / "screen.json").exists():
+        saved = SteerabilityScreen.load(path)
+        if saved.config == cfg and saved.steer == steer and saved.candidates == candidates:
+            return saved
+        raise ValueError(f"{path} holds a screen with other settings or candidates; pass another "
+                         "path= or remove it")
+    return SteerabilityScreen(candidates, {}, {}, cfg, steer, {"n_candidates": len(candidates)})
