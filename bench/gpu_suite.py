@@ -54,11 +54,11 @@ sys.path.insert(0, str(HERE))  # the other benches, imported by the stages
 STAGES = ("fair", "tf32", "bfloat16", "profile", "screen", "pipeline")
 LIMITS = {"fair": 200, "tf32": 20, "bfloat16": 20, "profile": 15, "screen": 50, "pipeline": 55}
 """Seconds per stage on a GPU, each counting its process's start (imports, CUDA context):
-360 in all. Expected from the H200 figures in /work/shared/gpu: fair ~170 s (SAELens at
-width 65,536 alone ~100 s), the others 10-40 s each."""
+360 in all. Guessed from the H200 figures of the GPU machine's notes: fair ~170 s (SAELens
+at width 65,536 alone ~100 s), the others 10-40 s each."""
 QUICK_LIMITS = dict.fromkeys(STAGES, 90)
-TMP_ENV = "GPU_SUITE_TMP"  # the parent's temporary folder, removed even when a stage is killed
 """``--quick`` on one CPU thread: each stage takes 10-40 s; the whole run must stay under 3 min."""
+TMP_ENV = "GPU_SUITE_TMP"  # the parent's temporary folder, removed even when a stage is killed
 
 
 # ---- the stages: each runs in its own child process and prints RESULT lines -------------
@@ -410,10 +410,10 @@ def main(argv=None) -> int:
                                       *flags],
                         args.limits, {**device_info(args.device), "quick": args.quick,
                                       "command": " ".join(sys.argv)}, env=env)
-    print(f"\n{Path(args.out)}: " + ", ".join(f"{n} {doc['stages'][n]['status']}"
-                                               for n in names)
+    status = {n: doc["stages"][n]["status"] for n in names}
+    print(f"\n{args.out}: " + ", ".join(f"{n} {s}" for n, s in status.items())
           + f" in {time.perf_counter() - start:.0f} s")
-    return 0
+    return 0 if set(status.values()) == {"ok"} else 1  # CI's --quick run fails on any other
 
 
 if __name__ == "__main__":
