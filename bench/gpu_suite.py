@@ -351,14 +351,16 @@ def run_suite(names, out: Path, command, limits: dict, meta: dict, env=None) -> 
     existing file keeps the stages not rerun), rewritten after every RESULT and stage."""
     from sae_steer.fsutil import write_json_atomic
 
+    def now() -> str:
+        return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
     doc = json.loads(out.read_text()) if out.is_file() else {}
-    doc.update(meta, date=datetime.datetime.now(datetime.timezone.utc).isoformat(
-        timespec="seconds"))
+    doc.update(meta, date=now())
     stages = doc.setdefault("stages", {})
     out.parent.mkdir(parents=True, exist_ok=True)
     for name in names:
-        def flush(partial, name=name):
-            stages[name] = {**partial, "limit_s": limits[name]}
+        def flush(partial, name=name, started=now()):  # a merged rerun keeps its own date
+            stages[name] = {**partial, "limit_s": limits[name], "date": started}
             write_json_atomic(out, doc)
 
         print(f"\n== stage {name} (limit {limits[name]:g} s)", flush=True)
