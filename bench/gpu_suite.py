@@ -4,6 +4,9 @@
     python bench/gpu_suite.py --stage screen --out ...     # rerun one stage, merged into the JSON
     python bench/gpu_suite.py --quick --threads 1 --out /tmp/gpu_suite.json   # CI: CPU, tiny
 
+On a bare GPU machine, start with ``source .whl/device-setup.sh;`` and carry ``.whl`` and a
+cache holding the small offline world (docs/benchmarks.md, "The GPU suite", says how).
+
 Each stage runs in a child process (this script with ``--child``), killed at its own time
 limit (``LIMITS``; ``--limit screen=90`` changes one), so a slow stage cannot eat the rest:
 its status is then ``timeout``, an exception makes it ``error`` (with the message), and the
