@@ -70,7 +70,9 @@ def run(args, option: str) -> dict[str, float]:
     events = prof.key_averages()
     key = "self_device_time_total" if gpu else "self_cpu_time_total"
     print(events.table(sort_by=key, row_limit=args.top))
-    out = {"step_ms": step_ms}
+    top = sorted(events, key=lambda e: getattr(e, key), reverse=True)[:args.top]
+    out = {"step_ms": step_ms,  # and the top ops: (name, ms per step), for bench/gpu_suite.py
+           "top": [(e.key, getattr(e, key) / 1e3 / args.steps) for e in top]}
     if gpu:
         kernels = sum(e.count for e in events if e.device_type == torch.autograd.DeviceType.CUDA)
         syncs = sum(e.count for e in events if "Synchronize" in e.key or e.key in

@@ -462,17 +462,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def setup(args: argparse.Namespace) -> tuple[GroundTruth, list[torch.Tensor], int]:
+    """The ground truth, the held-out batches and the steps per side that ``args`` ask for
+    (``bench/gpu_suite.py`` builds its runs with this too)."""
+    truth = GroundTruth(args.n_true, seed=12345, device=args.device,  # not 0: the init seed
+                        keep_bytes=int(args.keep_gb * 1e9))
+    held_out = [truth.generate(10_000_000 + i, min(4096, args.held_out))
+                for i in range(max(args.held_out // 4096, 1))]  # never kept: seeds of its own
+    return truth, held_out, max(args.tokens // args.batch, args.warmup + 2)
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     tokens = args.tokens
-    steps = max(tokens // args.batch, args.warmup + 2)
     warnings.filterwarnings("ignore")
-    truth = GroundTruth(args.n_true, seed=12345, device=args.device,  # not 0: the init seed
-                        keep_bytes=int(args.keep_gb * 1e9))
-    held_out = [truth.generate(10_000_000 + i, min(4096, args.held_out))
-                for i in range(max(args.held_out // 4096, 1))]  # never kept: seeds of its own
+    truth, held_out, steps = setup(args)
     where = (f"cuda ({torch.cuda.get_device_name(args.device)})" if args.device.type == "cuda"
              else f"cpu, {torch.get_num_threads()} threads, {os.cpu_count()} cores, load "
              f"average {os.getloadavg()[0]:.1f} at start")
