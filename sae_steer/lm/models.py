@@ -34,7 +34,7 @@ _REAL_ALIASES = {REAL_NAME, "roneneldan/TinyStories-33M", "TinyStories-33M"}
 KNOWN_MODELS = (TOY_NAME, f"{TOY_NAME}/small", f"{TOY_NAME}/demo", NEO_NAME, REAL_NAME, REAL_REPO)
 HUB_PROBE_TIMEOUT = 1.0
 """Seconds to wait for a TCP connection to the hub before calling it unreachable: without
-network the hub client's own retries took ~25 s to give up (2-core VM, Dec 2026)."""
+network the hub client's own retries took 23 s to give up (2-core dev VM, Dec 2026)."""
 
 
 class ModelDownloadError(ConnectionError):
@@ -142,7 +142,7 @@ def _load_neo(preset: str | NeoConfig, device: str, dtype: torch.dtype | None,
 
 
 def _load_real(device: str, dtype: torch.dtype | None, bridge: bool = False) -> HookedTransformer | TransformerBridge:
-    # Decide "offline" once, up front: left to itself the hub client retries for ~25 s
+    # Decide "offline" once, up front: left to itself the hub client retries for 23 s
     offline = "HF_HUB_OFFLINE is set" if _hub_offline() else None
     if offline is None and not _hub_reachable():
         offline = f"{_hub_address()[0]} is unreachable"
