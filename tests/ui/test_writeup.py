@@ -115,6 +115,15 @@ def test_index_wraps_long_lines_and_fits_images() -> None:
     assert ".key-result img{max-width:100%" in export.INDEX_CSS
 
 
+def test_index_tables_wrap_to_fit_and_scroll_only_in_their_box() -> None:
+    """Notebook 04's 13-column table was cut at the page's edge at 1280 px; the browser
+    test measures the page, this pins the rules that make it fit."""
+    css = export.INDEX_CSS
+    assert ".key-result{overflow-x:auto;max-width:100%" in css  # a box of its own scrolls
+    assert "max-width:100%}" in css.split(".key-result table{")[1].split("}")[0] + "}"
+    assert "overflow-wrap:break-word" in css  # long headers wrap instead of widening it
+
+
 def test_index_links_each_notebook_and_escapes_titles() -> None:
     entry = export.ExportedNotebook("03_steering", "Steering <3", 4.2, ["<b>ok</b>"])
     page = export.render_index([entry], small=True, parameters={"FEATURE": 2})

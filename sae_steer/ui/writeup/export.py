@@ -57,6 +57,7 @@ INDEX_CSS = (
     ".key-result th{vertical-align:bottom;font-weight:600;border-bottom:2px solid #aaa}"
     ".key-result td{font-variant-numeric:tabular-nums}"
     ".key-result tr:nth-child(even) td{background:#f6f6f6}"
+    "@media (max-width:900px){.key-result table{font-size:.8em}}"
 )
 
 
