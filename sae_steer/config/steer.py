@@ -66,6 +66,8 @@ class SteerConfig(StageConfig):
         require_positive_integers(self, ("max_new_tokens", "n_samples"))
         require(is_integer(self.seed),
                  f"seed must be an integer (e.g. 0), got {type(self.seed).__name__} {self.seed!r}")
+        require(self.seed >= 0,  # torch's generators take seeds in 0..2**64-1
+                f"seed must be a non-negative integer (seeds are 0, 1, 2, ...), got {self.seed!r}")
         if check_number(self.temperature, "temperature") < 0:  # refuses "hot", NaN and inf too
             raise ValueError(f"temperature must be >= 0 (0 = greedy), got {self.temperature!r}")
         require(self.mode in MODES,

@@ -9,7 +9,14 @@ cached), loaded by the same function as TinyStories-33M: :func:`from_hf`.
 """
 from __future__ import annotations
 
+import contextlib
+import os
+import socket
+from urllib.parse import urlparse
+
 import torch
+from huggingface_hub import constants as hub_constants
+from huggingface_hub import try_to_load_from_cache
 from transformer_lens import HookedTransformer
 from transformer_lens.model_bridge import TransformerBridge
 
@@ -25,6 +32,9 @@ REAL_NAME = "tiny-stories-33M"
 REAL_REPO = "roneneldan/TinyStories-33M"
 _REAL_ALIASES = {REAL_NAME, "roneneldan/TinyStories-33M", "TinyStories-33M"}
 KNOWN_MODELS = (TOY_NAME, f"{TOY_NAME}/small", f"{TOY_NAME}/demo", NEO_NAME, REAL_NAME, REAL_REPO)
+HUB_PROBE_TIMEOUT = 1.0
+"""Seconds to wait for a TCP connection to the hub before calling it unreachable: without
+network the hub client's own retries took 23 s to give up (2-core dev VM, Dec 2026)."""
 
 
 class ModelDownloadError(ConnectionError):
@@ -132,17 +142,66 @@ def _load_neo(preset: str | NeoConfig, device: str, dtype: torch.dtype | None,
 
 
 def _load_real(device: str, dtype: torch.dtype | None, bridge: bool = False) -> HookedTransformer | TransformerBridge:
+    # Decide "offline" once, up front: left to itself the hub client retries for 23 s
+    offline = "HF_HUB_OFFLINE is set" if _hub_offline() else None
+    if offline is None and not _hub_reachable():
+        offline = f"{_hub_address()[0]} is unreachable"
+    if offline and not _real_model_cached():
+        raise _download_error(f"{offline} and the model is not in the local HF cache")
     try:
-        if bridge:
-            return boot_bridge(REAL_REPO, device=device, dtype=dtype)
-        return from_hf(REAL_REPO, None, None, device, dtype)
+        with _offline_mode(bool(offline)):  # a cached copy then loads without touching the network
+            if bridge:
+                return boot_bridge(REAL_REPO, device=device, dtype=dtype)
+            return from_hf(REAL_REPO, None, None, device, dtype)
     except Exception as e:  # hub errors come in many types (OSError, HTTPError, LocalEntryNotFound...)
         if not _looks_like_download_failure(e):
             raise
-        raise ModelDownloadError(
-            f"could not download {REAL_NAME} from the HuggingFace hub ({type(e).__name__}); "
-            f"without network use the offline model: load_model('{TOY_NAME}')"
-        ) from e
+        raise _download_error(type(e).__name__) from e
+
+
+def _download_error(why: str) -> ModelDownloadError:
+    return ModelDownloadError(f"could not download {REAL_NAME} from the HuggingFace hub ({why}); "
+                              f"without network use the offline model: load_model('{TOY_NAME}')")
+
+
+def _hub_offline() -> bool:
+    """HF_HUB_OFFLINE, read now (the hub reads it once, at import)."""
+    flag = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
+    return flag or hub_constants.HF_HUB_OFFLINE
+
+
+def _hub_address() -> tuple[str, int]:
+    """Host and port of the hub (``HF_ENDPOINT`` when set, e.g. a mirror)."""
+    url = urlparse(hub_constants.ENDPOINT)
+    return url.hostname or "huggingface.co", url.port or (80 if url.scheme == "http" else 443)
+
+
+def _hub_reachable(timeout: float = HUB_PROBE_TIMEOUT) -> bool:
+    """One TCP connection to the hub; DNS failure, refusal or timeout all mean no."""
+    try:
+        socket.create_connection(_hub_address(), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
+
+
+def _real_model_cached() -> bool:
+    """Whether the real model's config is in the local HF cache (an earlier download)."""
+    return isinstance(try_to_load_from_cache(REAL_REPO, "config.json"), str)
+
+
+@contextlib.contextmanager
+def _offline_mode(on: bool):
+    """The hub and transformers in offline mode (cache only, no retries) inside the block.
+
+    Both read ``hub_constants.HF_HUB_OFFLINE`` on every call; it is restored
+    however the block ends."""
+    before = hub_constants.HF_HUB_OFFLINE
+    hub_constants.HF_HUB_OFFLINE = before or on
+    try:
+        yield
+    finally:
+        hub_constants.HF_HUB_OFFLINE = before
 
 
 def _looks_like_download_failure(e: BaseException) -> bool:

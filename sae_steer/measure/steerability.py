@@ -112,6 +112,9 @@ def feature_scores(
     the ``Steerer``'s, measured on the model's own samples like every relative scale's).
     ``search`` adds the input score.
     """
+    if (prompts.numel() if isinstance(prompts, Tensor) else len(prompts)) == 0:  # else min() fails later
+        raise ValueError(f"prompts is empty: pass at least one prompt, or leave it out for the default "
+                         f"NEUTRAL_PROMPTS ({', '.join(map(repr, NEUTRAL_PROMPTS[:3]))}, ...)")
     hook = check_sae_fits(model, sae.cfg)
     if resume_layer(hook) is None:
         raise ValueError(f"feature_scores needs a residual-stream hook 'blocks.L.hook_resid_post', "

@@ -262,4 +262,6 @@ def load_sae(cls: type, path: str | os.PathLike, device: str | torch.device) -> 
             sae.normalize_decoder_()
     sparsity = _read_sparsity(path, cfg_dict, sae_cfg.d_sae)
     sae.log_feature_sparsity = None if sparsity is None else sparsity.to(sae.device)
-    return sae
+    # a loaded SAE is for use: a user's float(sae.threshold.min()) must not carry grad
+    # (training turns it back on)
+    return sae.requires_grad_(False)

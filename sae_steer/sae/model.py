@@ -300,6 +300,8 @@ class SAE(nn.Module):
         and its BatchTopK / Matryoshka BatchTopK SAEs (as jumprelu; see ``io.py``).
 
         ``device=None`` means CUDA when available, else CPU: the device recorded in
-        cfg.json is ignored, so an SAE saved on a GPU machine loads on a laptop.
+        cfg.json is ignored, so an SAE saved on a GPU machine loads on a laptop. Its
+        parameters do not require grad (``train`` turns it on; for your own loop call
+        ``sae.requires_grad_(True)``).
         """
         return sae_io.load_sae(cls, path, device=device or _default_device())

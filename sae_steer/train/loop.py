@@ -114,6 +114,7 @@ def train(
     if resume and checkpoint_dir is None:
         raise ValueError("resume=True needs checkpoint_dir (where the checkpoints are)")
     cfg = cfg.resolved(sae.d_sae)  # auto lr and schedules, made concrete for this run
+    sae.requires_grad_(True)  # a loaded or trained SAE comes without grad (see _finish)
     optimizer = torch.optim.Adam(sae.parameters(), lr=cfg.lr,
                                  betas=(cfg.adam_beta1, cfg.adam_beta2))
     state = TrainState.fresh(sae, cfg.seed)
@@ -285,7 +286,10 @@ def _short(row: dict[str, float]) -> dict[str, str]:
 
 @torch.no_grad()
 def _finish(sae: SAE, state: TrainState) -> None:
-    """Fold the input scale into the biases and record firing frequencies.
+    """Fold the input scale into the biases, record firing frequencies, and hand the SAE
+    over for use: its parameters stop requiring grad, so ``float(sae.threshold.min())`` or
+    ``sae.W_dec[i].norm().item()`` in a notebook neither warns nor builds a graph
+    (``train`` turns grad back on for another run).
 
     Trained on x*s: for s > 0, every architecture commutes with scaling (a threshold
     scaled with its pre-activation), so the SAE for x has the same W_enc/W_dec (still unit
@@ -298,3 +302,4 @@ def _finish(sae: SAE, state: TrainState) -> None:
         sae.threshold.div_(scale)
     n_logs = max(len(state.history), 1)
     sae.log_feature_sparsity = (state.freq_sum / n_logs).clamp_min(1e-10).log10().to(sae.dtype)
+    sae.requires_grad_(False)

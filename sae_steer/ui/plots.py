@@ -1,8 +1,9 @@
 """Figures: training curves, activation and density histograms, scale sweeps.
 
 Every function builds and returns a ``matplotlib.figure.Figure`` without touching pyplot's
-global state, so a notebook shows it by leaving it as a cell's last value and a script can
-``fig.savefig(...)``. matplotlib is imported when this module is, never by the library.
+global state, so a notebook shows it by leaving it as a cell's last value (or ``display``)
+and a script can ``fig.savefig(...)``. matplotlib is imported when this module is, never by
+the library.
 """
 from __future__ import annotations
 
@@ -17,6 +18,21 @@ from sae_steer.inspect import FeatureCard, FeatureSearch
 from sae_steer.measure import Sweep
 
 
+class NotebookFigure(Figure):
+    """A Figure that shows itself as a PNG in a notebook, with or without ``%matplotlib inline``.
+
+    A Figure made without pyplot has no picture of its own: unless the inline backend was
+    switched on first, IPython shows it as the text ``<Figure size 600x280 with 1 Axes>``.
+    When the backend is on, IPython's own printer for Figures still wins (same picture,
+    the user's ``InlineBackend`` settings), so a figure is never shown twice.
+    """
+
+    def _repr_png_(self) -> bytes:
+        buf = io.BytesIO()
+        self.savefig(buf, format="png", bbox_inches="tight")
+        return buf.getvalue()
+
+
 def figure_png_uri(fig: Figure) -> str:
     """A Figure as a ``data:image/png;base64,...`` URI (so one HTML string holds a card)."""
     buf = io.BytesIO()
@@ -27,7 +43,7 @@ def figure_png_uri(fig: Figure) -> str:
 def plot_activation_histogram(edges, counts, *, title: str | None = None) -> Figure:
     """Histogram of a feature's non-zero activations on log10-spaced bins (a new Figure)."""
     edges, counts = [float(e) for e in edges], [int(c) for c in counts]
-    fig = Figure(figsize=(5, 2.4), layout="constrained")
+    fig = NotebookFigure(figsize=(5, 2.4), layout="constrained")
     ax = fig.add_subplot()
     ax.stairs(counts, edges, fill=True)
     ax.set_xscale("log")
@@ -49,7 +65,7 @@ def plot_density_histogram(search: FeatureSearch, *, bins: int = 40) -> Figure:
     """log10 firing density of every feature; dead features are counted in the title."""
     density = search.density
     alive = density > 0
-    fig = Figure(figsize=(6, 2.8), layout="constrained")
+    fig = NotebookFigure(figsize=(6, 2.8), layout="constrained")
     ax = fig.add_subplot()
     if bool(alive.any()):
         ax.hist(density[alive].log10().numpy(), bins=bins)
@@ -66,7 +82,7 @@ def plot_architectures(finals: dict[str, dict[str, float]]) -> Figure:
     panels = [("explained_variance", "explained variance (higher is better)"),
               ("ce_increase", "CE-loss increase, nats (lower is better)")]
     panels = [p for p in panels if any(p[0] in row for row in finals.values())]
-    fig = Figure(figsize=(4.2 * len(panels), 3.2), layout="constrained")
+    fig = NotebookFigure(figsize=(4.2 * len(panels), 3.2), layout="constrained")
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
     for ax, (key, title) in zip(axes, panels):
         for arch, row in finals.items():
@@ -84,7 +100,7 @@ def plot_history(history: list[dict[str, float]]) -> "Figure":
               ("l0", "L0 (active features / token)"),
               ("dead_fraction", "dead / dense fraction"), ("ce_increase", "CE-loss increase")]
     panels = [p for p in panels if any(p[0] in row for row in history)]
-    fig = Figure(figsize=(3.2 * len(panels), 2.8), layout="constrained")
+    fig = NotebookFigure(figsize=(3.2 * len(panels), 2.8), layout="constrained")
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
     steps = [row["step"] for row in history]
     for ax, (key, title) in zip(axes, panels):
@@ -100,7 +116,7 @@ def plot_history(history: list[dict[str, float]]) -> "Figure":
 
 def plot_sweep(sweep: Sweep, title: str | None = None):
     """Success and NLL cost against scale, with the target, budget and suggested scale."""
-    fig = Figure(figsize=(6.4, 3.6), layout="constrained")
+    fig = NotebookFigure(figsize=(6.4, 3.6), layout="constrained")
     ax = fig.add_subplot()
     # an infinite lift (no baseline event) has no height to draw: leave a gap
     success = [v if math.isfinite(v) else math.nan for v in sweep.success]
@@ -143,7 +159,7 @@ def plot_lifts(results: dict, *, target: float | None = LIFT_TARGET) -> Figure:
                         "concept's context direction, same norm"))
         return out
 
-    fig = Figure(figsize=(6.4, 0.7 + 0.65 * len(names)), layout="constrained")
+    fig = NotebookFigure(figsize=(6.4, 0.7 + 0.65 * len(names)), layout="constrained")
     ax = fig.add_subplot()
     finite = [v for r in results.values() for lift, *_ in bars(r) for v in (lift.lo, lift.hi)
               if math.isfinite(v) and v > 0]
@@ -176,7 +192,7 @@ def plot_feature_scores(scores, *, highlight=(), title: str | None = None) -> Fi
     """Input score against output score for every feature (``feature_scores``); the
     ``highlight`` features are marked and numbered."""
     out, inp = scores.output_score.numpy(), scores.input_score.numpy()
-    fig = Figure(figsize=(5.6, 4.0), layout="constrained")
+    fig = NotebookFigure(figsize=(5.6, 4.0), layout="constrained")
     ax = fig.add_subplot()
     ax.scatter(out, inp, s=8, alpha=0.5, color="tab:gray", label="features")
     for f in highlight:
@@ -198,7 +214,7 @@ def plot_screen(screen, *, title: str | None = None) -> Figure:
     gain = [r["fires_gain"] for r in rows]
     err = [[g - r["fires_gain_lo"] for g, r in zip(gain, rows)],
            [r["fires_gain_hi"] - g for g, r in zip(gain, rows)]]
-    fig = Figure(figsize=(6.0, 4.2), layout="constrained")
+    fig = NotebookFigure(figsize=(6.0, 4.2), layout="constrained")
     ax = fig.add_subplot()
     ax.errorbar(out, gain, yerr=err, fmt="o", ms=3, alpha=0.35, color="tab:gray",
                 elinewidth=0.5, label=f"ranking ({screen.config.n_rank} samples)")

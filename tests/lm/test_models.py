@@ -106,6 +106,74 @@ def test_real_model_without_network_fails_in_one_line(monkeypatch):
     assert "\n" not in str(err.value) and isinstance(err.value, ConnectionError)
 
 
+@pytest.fixture
+def no_hub(monkeypatch):
+    """The hub unreachable (the probe says so) and HF_HUB_OFFLINE unset; every attempt to
+    load is recorded instead of made."""
+    import huggingface_hub.constants
+
+    from sae_steer.lm import models
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(models, "_hub_reachable", lambda timeout=models.HUB_PROBE_TIMEOUT: False)
+    calls = []
+
+    def record(*a, **kw):
+        calls.append((a, kw, huggingface_hub.constants.HF_HUB_OFFLINE))
+        return SimpleModel()
+    monkeypatch.setattr(models, "from_hf", record)
+    monkeypatch.setattr(models, "boot_bridge", record)
+    return calls
+
+
+@pytest.mark.parametrize("bridge", [False, True])
+def test_real_model_with_the_hub_unreachable_fails_at_once(no_hub, monkeypatch, bridge):
+    """No download is attempted (the hub client's retries took ~25 s): the message comes first."""
+    from sae_steer.lm import models
+    monkeypatch.setattr(models, "_real_model_cached", lambda: False)
+    with pytest.raises(ModelDownloadError, match=r"\(huggingface\.co is unreachable and the model is "
+                       r"not in the local HF cache\); without network use the offline model: "
+                       r"load_model\('toystories'\)") as err:
+        load_model("tiny-stories-33M", device="cpu", bridge=bridge)
+    assert no_hub == [] and "\n" not in str(err.value)
+
+
+def test_real_model_with_hf_hub_offline_set_fails_without_probing(no_hub, monkeypatch):
+    from sae_steer.lm import models
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # set after import: read at the call
+    monkeypatch.setattr(models, "_hub_reachable", lambda **kw: pytest.fail("probed the hub"))
+    monkeypatch.setattr(models, "_real_model_cached", lambda: False)
+    with pytest.raises(ModelDownloadError, match=r"HF_HUB_OFFLINE is set"):
+        load_model("tiny-stories-33M", device="cpu")
+    assert no_hub == []
+
+
+def test_a_cached_real_model_loads_offline_from_the_cache(no_hub, monkeypatch):
+    import huggingface_hub.constants
+
+    from sae_steer.lm import models
+    monkeypatch.setattr(models, "_real_model_cached", lambda: True)
+    load_model("tiny-stories-33M", device="cpu")
+    (args, kwargs, offline), = no_hub
+    assert args[0] == "roneneldan/TinyStories-33M" and offline is True  # cache only, no retries
+    assert huggingface_hub.constants.HF_HUB_OFFLINE is False  # restored after the load
+
+
+def test_the_probe_is_one_short_connection_to_the_hub(monkeypatch):
+    from sae_steer.lm import models
+    seen = []
+
+    def refuse(address, timeout):
+        seen.append((address, timeout))
+        raise OSError("unreachable")
+    monkeypatch.setattr(models.socket, "create_connection", refuse)
+    assert models._hub_reachable() is False
+    assert seen == [(("huggingface.co", 443), models.HUB_PROBE_TIMEOUT)] and models.HUB_PROBE_TIMEOUT <= 1.0
+    monkeypatch.setattr(models.hub_constants, "ENDPOINT", "http://mirror.example:8080")
+    models._hub_reachable()
+    assert seen[-1][0] == ("mirror.example", 8080)
+
+
 def test_hooked_transformer_passes_through(tiny_model):
     assert load_model(tiny_model) is tiny_model
     assert load_model(tiny_model, device="cpu") is tiny_model and tiny_model.cfg.device == "cpu"
@@ -148,6 +216,8 @@ def test_real_and_neo_worlds_share_one_loader(monkeypatch):
     from sae_steer.lm import models
     calls = []
     monkeypatch.setattr(models, "from_hf", lambda *a, **kw: calls.append((a, kw)) or SimpleModel())
+    monkeypatch.setattr(models, "_hub_offline", lambda: False)
+    monkeypatch.setattr(models, "_hub_reachable", lambda: True)  # the network path is unchanged
     models._load_real("cpu", None)
     assert calls[-1] == (("roneneldan/TinyStories-33M", None, None, "cpu", None), {})
     monkeypatch.setattr(models, "ensure_neo_world", lambda cfg, **kw: kw["cache_root"] / "neo-x")
@@ -174,6 +244,8 @@ def test_bridge_boots_the_same_hf_models(monkeypatch):
     monkeypatch.setattr(models.TransformerBridge, "boot_transformers", staticmethod(boot))
     monkeypatch.setattr(SimpleModel, "enable_compatibility_mode",
                         lambda self: setattr(self, "compat", True), raising=False)
+    monkeypatch.setattr(models, "_hub_offline", lambda: False)
+    monkeypatch.setattr(models, "_hub_reachable", lambda: True)
     real = models._load_real("cpu", None, bridge=True)
     assert calls[-1] == ("roneneldan/TinyStories-33M", None, None, "cpu") and real.compat
     monkeypatch.setattr(models, "ensure_neo_world", lambda cfg, **kw: kw["cache_root"] / "neo-x")

@@ -19,7 +19,7 @@ from builders import HOOK, assert_clean, make_sae
 from sae_steer.config import SAEConfig, SearchConfig, SelectConfig, SteerConfig, TrainConfig
 from sae_steer.inspect.search import search_features
 from sae_steer.lm import hook_activations, load_model, load_texts
-from sae_steer.measure import rescore, scale_sweep, screen_features
+from sae_steer.measure import feature_scores, rescore, scale_sweep, screen_features
 from sae_steer.render import render_blocks, render_html
 from sae_steer.sae import SAE
 from sae_steer.steer import clamping, generate_steered, steering
@@ -130,6 +130,9 @@ CASES = [
          r"max_new_tokens must be a positive integer, got -5", "ask for at least 1 token"),
     Case("n-samples-zero", "`n_samples=0`", lambda e: _steer(e, n_samples=0),
          r"n_samples must be a positive integer, got 0", "ask for at least 1 sample"),
+    Case("seed-negative", "`SteerConfig(seed=-1)`", lambda e: SteerConfig(seed=-1),
+         r"seed must be a non-negative integer \(seeds are 0, 1, 2, \.\.\.\), got -1",
+         "use a seed >= 0"),
     Case("temperature-negative", "`temperature=-1`", lambda e: _steer(e, temperature=-1.0),
          r"temperature must be >= 0 \(0 = greedy\), got -1\.0", "use 0 (greedy) or a positive value"),
     # -- hooks and widths ----------------------------------------------------------------
@@ -243,6 +246,11 @@ CASES = [
          lambda e: rescore(e.m, e.sae, ["some text"], 1),
          r"this model has no tokenizer: pass token tensors", "pass token tensors"),
     # -- the screen of what steers --------------------------------------------------------
+    Case("feature-scores-no-prompts", "`feature_scores(model, sae, prompts=[])`",
+         lambda e: feature_scores(e.tm, e.sae, prompts=[], progress=False),
+         r"prompts is empty: pass at least one prompt, or leave it out for the default "
+         r"NEUTRAL_PROMPTS \('Once upon a time', 'One day,', 'The', \.\.\.\)",
+         "give some prompts, or leave `prompts` out"),
     Case("screen-feature-out-of-range", "`screen_features(model, sae, search, features=[99])` on an 8-feature SAE",
          lambda e: screen_features(e.tm, e.sae, e.search(), _SCREEN, _SHORT, features=[99],
                                    progress=False, path=e.tmp / "s"),

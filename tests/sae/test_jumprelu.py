@@ -3,6 +3,8 @@ threshold through decoder normalisation and save/load. SAELens parity: test_sae_
 training: test_architectures."""
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
@@ -77,3 +79,14 @@ def test_threshold_file_missing_or_log_threshold(tmp_path):
     # older SAELens JumpReLU checkpoints store log(threshold); SAELens exponentiates it
     save_file({**tensors, "log_threshold": threshold.log()}, file)
     torch.testing.assert_close(SAE.load(tmp_path, device="cpu").threshold, threshold)
+
+
+def test_a_loaded_sae_reads_without_grad(tmp_path):
+    """``float(sae.threshold.min())`` on a loaded SAE: no grad, so no torch warning."""
+    make_sae(arch="jumprelu").save(tmp_path / "sae")
+    sae = SAE.load(tmp_path / "sae", device="cpu")
+    assert not any(p.requires_grad for p in sae.parameters())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert float(sae.threshold.min()) == pytest.approx(JUMPRELU_INIT_THRESHOLD)
+        assert sae.feature_direction(0).norm().item() > 0

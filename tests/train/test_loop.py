@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import warnings
 
 import pytest
 import torch
@@ -314,3 +315,22 @@ def test_tf32_changes_nothing_on_a_cpu_and_leaves_the_setting_alone(arch):
     assert torch.backends.cuda.matmul.fp32_precision == before
     for name, p in plain.named_parameters():
         assert torch.equal(p, getattr(fast, name)), name
+
+
+def test_a_trained_jumprelu_sae_reads_without_grad_and_trains_again():
+    """Notebook 03 prints ``float(jump.threshold.min())``: a trained SAE's parameters must
+    not carry grad into a user's float() (torch warns), and a second run still trains."""
+    sae = _sae("jumprelu")
+    result = train(sae, _sparse_batches(8), _cfg(n_steps=8, log_every=4, lr_decay_steps=2,
+                                                  resample_every=0), progress=False)
+    assert not any(p.requires_grad for p in result.sae.parameters())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # "Converting a tensor with requires_grad=True to a scalar"
+        low, high = float(result.sae.threshold.min()), float(result.sae.threshold.max())
+        norm = result.sae.W_dec[0].norm().item()
+    assert low <= high and norm > 0
+    before = sae.W_enc.detach().clone()
+    train(sae, _sparse_batches(8, seed=1), _cfg(n_steps=4, log_every=4, lr_warmup_steps=1,
+                                                lr_decay_steps=1, l1_warmup_steps=1,
+                                                resample_every=0), progress=False)
+    assert not torch.equal(sae.W_enc, before) and not sae.W_enc.requires_grad

@@ -320,3 +320,28 @@ def test_writeup_index_reads_cleanly(writeup_dir: Path, offline_page) -> None:
             scroll, inner = page.evaluate(
                 "() => [document.scrollingElement.scrollWidth, window.innerWidth]")
             assert scroll <= inner, f"the index is {scroll} px wide in a {inner} px window"
+
+
+# notebooks 03 and 04 are being rewritten with the selection engine: held to the same
+# rule, but they may fail until that lands
+_PENDING = pytest.mark.xfail(strict=False, reason="notebooks 03/04: pending the selection engine")
+
+
+@pytest.mark.parametrize("name", ["index", "01_train_sae", "02_top_activations",
+                                  pytest.param("03_steering", marks=_PENDING),
+                                  pytest.param("04_rescoring", marks=_PENDING)])
+def test_writeup_pages_do_not_scroll_sideways(writeup_dir: Path, offline_page, name: str) -> None:
+    """Wide outputs (tables, printed lines, figures) wrap or scroll in their own box: the
+    page itself never scrolls sideways, at a laptop's width or a narrow window's."""
+    path = writeup_dir / f"{name}.html"
+    if not path.exists():  # the fallback export holds notebooks 02 and 03 only
+        pytest.skip(f"{path.name} is not in this export")
+    page = offline_page
+    with screenshot_on_failure(page, f"writeup_width_{name}"):
+        for width in (1280, 800):
+            page.set_viewport_size({"width": width, "height": 900})
+            page.goto(path.as_uri())
+            page.wait_for_load_state("load")
+            scroll, client = page.evaluate(
+                "() => [document.documentElement.scrollWidth, document.documentElement.clientWidth]")
+            assert scroll <= client, f"{name}.html is {scroll} px wide in a {client} px window"

@@ -58,3 +58,26 @@ def test_plot_architectures_puts_each_architecture_on_both_panels():
     ev, ce = fig.axes
     assert [t.get_text() for t in ev.texts] == ["relu", "topk", "jumprelu"]
     assert len(ce.collections) == 3 and "CE" in ce.get_title()
+
+
+def test_a_plot_shows_as_a_png_without_the_inline_backend():
+    """Notebook 02 never runs ``%matplotlib inline``: its figures must still render as
+    pictures, not as ``<Figure size 600x280 with 1 Axes>``."""
+    from IPython.core.formatters import DisplayFormatter
+
+    from sae_steer.ui.plots import plot_activation_histogram
+    fig = plot_activation_histogram([0.1, 1.0, 10.0], [3, 5])
+    data, _ = DisplayFormatter().format(fig)  # a bare formatter: no Figure printer registered
+    assert data["image/png"][:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_inline_backend_printer_still_wins_when_it_is_on():
+    """With ``%matplotlib inline`` IPython's Figure printer draws it: one picture, not two."""
+    from IPython.core.formatters import DisplayFormatter
+    from matplotlib.figure import Figure
+
+    from sae_steer.ui.plots import plot_activation_histogram
+    formatter = DisplayFormatter()
+    formatter.formatters["image/png"].for_type(Figure, lambda fig: b"inline")
+    data, _ = formatter.format(plot_activation_histogram([0.1, 1.0], [3]))
+    assert data["image/png"] == b"inline"

@@ -6,6 +6,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
+import os
+import re
 import tarfile
 from pathlib import Path
 
@@ -113,6 +115,15 @@ def test_index_wraps_long_lines_and_fits_images() -> None:
     assert ".key-result img{max-width:100%" in export.INDEX_CSS
 
 
+def test_index_tables_wrap_to_fit_and_scroll_only_in_their_box() -> None:
+    """Notebook 04's 13-column table was cut at the page's edge at 1280 px; the browser
+    test measures the page, this pins the rules that make it fit."""
+    css = export.INDEX_CSS
+    assert ".key-result{overflow-x:auto;max-width:100%" in css  # a box of its own scrolls
+    assert "max-width:100%}" in css.split(".key-result table{")[1].split("}")[0] + "}"
+    assert "overflow-wrap:break-word" in css  # long headers wrap instead of widening it
+
+
 def test_index_links_each_notebook_and_escapes_titles() -> None:
     entry = export.ExportedNotebook("03_steering", "Steering <3", 4.2, ["<b>ok</b>"])
     page = export.render_index([entry], small=True, parameters={"FEATURE": 2})
@@ -196,3 +207,60 @@ def test_export_embeds_widget_state_and_ships_the_renderer(tmp_path) -> None:
     assert '<a href="01_demo.html">Demo &lt;panel&gt;</a>' in home and "headline: 42" in home
     executed = nbformat.read(out / "01_demo.ipynb", as_version=4)
     assert executed.metadata["widgets"] and nbformat.read(nb_path, as_version=4).cells[2].outputs == []
+
+
+# ------------------------------------------------------ the exported pages ----
+# Checks over a real export of the four notebooks; CI builds one with
+# `python -m sae_steer writeup --small --out DIR` and points SAE_STEER_WRITEUP_DIR at it.
+
+WRITEUP_DIR = os.environ.get("SAE_STEER_WRITEUP_DIR")
+# notebooks 03 and 04 are being rewritten with the selection engine: their pages are held
+# to the same rules, but may fail until that lands
+PENDING = pytest.mark.xfail(strict=False, reason="notebooks 03/04: pending the selection engine")
+PAGES = [pytest.param("01_train_sae"), pytest.param("02_top_activations"),
+         pytest.param("03_steering", marks=PENDING), pytest.param("04_rescoring", marks=PENDING)]
+# a Python list, dict or tuple printed as is: "[1, 2]", "{'a': 1}", "(3, 4)"
+_REPR = re.compile(r"\[.*\]|\{.*\}|\(.*,.*\)", re.S)
+_STDERR = '[data-mime-type="application/vnd.jupyter.stderr"]'
+
+
+def _exported(name: str):
+    bs4 = pytest.importorskip("bs4")  # nbconvert's own dependency
+    if not WRITEUP_DIR:
+        pytest.skip("set SAE_STEER_WRITEUP_DIR to an export (python -m sae_steer writeup --small --out DIR)")
+    path = Path(WRITEUP_DIR) / f"{name}.html"
+    if not path.exists():
+        pytest.fail(f"{path} is missing: export all four notebooks into SAE_STEER_WRITEUP_DIR")
+    return bs4.BeautifulSoup(path.read_text(encoding="utf-8"), "html.parser")
+
+
+@pytest.mark.parametrize("name", PAGES)
+def test_exported_page_shows_figures_not_their_repr(name) -> None:
+    assert "<Figure size" not in _exported(name).get_text()
+
+
+@pytest.mark.parametrize("name", PAGES[1:])
+def test_exported_page_has_a_rendered_figure(name) -> None:
+    images = _exported(name).select('img[src^="data:image/png;base64,"]')
+    assert images, f"{name}.html has no figure drawn as an image"
+
+
+@pytest.mark.parametrize("name", PAGES)
+def test_exported_page_has_no_stderr_output(name) -> None:
+    """Warnings and logs printed to stderr (torch's, tqdm's) do not belong in a writeup."""
+    blocks = [b.get_text()[:200] for b in _exported(name).select(_STDERR)]
+    assert not blocks, f"{name}.html shows stderr output: {blocks}"
+
+
+@pytest.mark.parametrize("name", PAGES + [pytest.param("index", marks=PENDING)])
+def test_exported_tables_show_no_python_reprs(name) -> None:
+    cells = [c.get_text().strip() for c in _exported(name).select("td, th")]
+    reprs = [c for c in cells if _REPR.fullmatch(c)]
+    assert not reprs, f"{name}.html has table cells that print a Python list/dict/tuple: {reprs[:5]}"
+
+
+def test_the_repr_rule_flags_reprs_and_spares_prose() -> None:
+    flagged = ["[1, 2]", "[3]", "{'a': 1}", "(0.35, 0.62)", "(3, 4)"]
+    spared = ["0.35", "too few samples", "(0.35)", "lift 95% low", "3 / 40", "feature (kind)"]
+    assert all(_REPR.fullmatch(c) for c in flagged)
+    assert not any(_REPR.fullmatch(c) for c in spared)

@@ -42,15 +42,22 @@ class ExportedNotebook:
 # ---------------------------------------------------------------- rendering ----
 
 # Key results are notebook output of any width: long printed lines wrap instead of running
-# off the page, images shrink to the column, and a table still too wide scrolls in its box.
+# off the page and images shrink to the column. A wide table (notebook 04's has 11 columns)
+# wraps its headers and cells to fit the column, so it reads without scrolling; one still
+# too wide scrolls inside its own box, never the page.
 INDEX_CSS = (
-    "body{font-family:sans-serif;max-width:60em;margin:2em auto;padding:0 1em;line-height:1.45}"
+    "body{font-family:sans-serif;max-width:64em;margin:2em auto;padding:0 1em;line-height:1.45}"
     "section{border-top:1px solid #ddd;padding-top:.5em}"
-    ".key-result{overflow-x:auto;margin:.5em 0}"
+    ".key-result{overflow-x:auto;max-width:100%;margin:.5em 0}"
     ".key-result pre{white-space:pre-wrap;overflow-wrap:anywhere}"
     ".key-result img{max-width:100%;height:auto}"
-    ".key-result table{border-collapse:collapse}"
-    ".key-result th,.key-result td{padding:.15em .5em;text-align:left;vertical-align:top}"
+    ".key-result table{border-collapse:collapse;font-size:.9em;max-width:100%}"
+    ".key-result th,.key-result td{padding:.2em .5em;text-align:left;vertical-align:top;"
+    "overflow-wrap:break-word;border-bottom:1px solid #e3e3e3}"
+    ".key-result th{vertical-align:bottom;font-weight:600;border-bottom:2px solid #aaa}"
+    ".key-result td{font-variant-numeric:tabular-nums}"
+    ".key-result tr:nth-child(even) td{background:#f6f6f6}"
+    "@media (max-width:900px){.key-result table{font-size:.8em}}"
 )
 
 
