@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from sae_steer.config import PROMISE, SelectConfig, SteerConfig
+from sae_steer.config.base import is_integer
 from sae_steer.fsutil import write_json_atomic
 
 
@@ -58,10 +59,7 @@ class SteerabilityScreen:
     def recommended(self, n: int = 10) -> list[int]:
         """Up to ``n`` recommended features, best first. Fewer than ``n`` (or none) when
         fewer were recommended; then a warning says so and names the nearest misses."""
-        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-            raise ValueError(f"n must be a non-negative integer (how many features to list), "
-                             f"got {n!r}")
-        out = self.confirmed[:n]
+        out = self.confirmed[:_count(n)]
         if len(out) < n:
             misses = ", ".join(f"{r['feature']} (gain {r['fires_gain']:+.2f} "
                                f"[{r['fires_gain_lo']:+.2f}], words {_fmt(r['lift'])}x "
@@ -74,7 +72,7 @@ class SteerabilityScreen:
     def nearest_misses(self, n: int = 5) -> list[dict[str, Any]]:
         """The confirmed-stage features not recommended, closest to passing first."""
         missed = [r for r in self.confirmations.values() if not r.get("recommended")]
-        return sorted(missed, key=lambda r: -r["strength"])[:n]
+        return sorted(missed, key=lambda r: -r["strength"])[:_count(n)]
 
     def scale(self, feature: int) -> float:
         """The recommended relative scale of ``feature`` (x the typical residual norm)."""
@@ -111,17 +109,35 @@ class SteerabilityScreen:
 
     @classmethod
     def load(cls, directory: str | os.PathLike) -> SteerabilityScreen:
+        """The screen saved in ``directory``; a missing or damaged one says what to do."""
         directory = Path(directory)
+        path, again = directory / "screen.json", f"run the screen again, or remove {directory} to start afresh"
+        if not path.exists():
+            raise FileNotFoundError(
+                f"no saved screen in {directory} (expected screen.json, select_config.json and "
+                "steer_config.json); run screen_features(..., path=...) or screen.save(dir) first")
         try:
-            data = json.loads((directory / "screen.json").read_text(), parse_constant=float)
+            data = json.loads(path.read_text(), parse_constant=float)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path} is corrupt (not valid JSON: {e}); {again}") from e
+        cfg = SelectConfig.load_json(directory / "select_config.json")  # names its own file
+        steer = SteerConfig.load_json(directory / "steer_config.json")
+        try:
+            missing = [k for k in ("candidates", "stage1", "confirmations", "meta") if k not in data]
+            if missing:
+                raise KeyError(f"no {', '.join(missing)}")
             return cls([int(f) for f in data["candidates"]], _int_keys(data["stage1"]),
-                       _int_keys(data["confirmations"]),
-                       SelectConfig.load_json(directory / "select_config.json"),
-                       SteerConfig.load_json(directory / "steer_config.json"), data["meta"],
+                       _int_keys(data["confirmations"]), cfg, steer, dict(data["meta"]),
                        _int_keys(data.get("reports", {})))
-        except (json.JSONDecodeError, KeyError, TypeError, AttributeError, ValueError) as e:
-            raise ValueError(f"{directory} does not hold a readable screen ({type(e).__name__}: "
-                             f"{e}); remove it, or pass another path=") from None
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise ValueError(f"{path} is corrupt: {e}; {again}") from None
+
+
+def _count(n: Any) -> int:
+    """``n`` as a count of features to list, or a ValueError that says what is wanted."""
+    if not is_integer(n) or n < 1:
+        raise ValueError(f"n must be a positive integer (how many features to return), got {n!r}")
+    return int(n)
 
 
 def _fmt(x: float) -> str:

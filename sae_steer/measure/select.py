@@ -199,7 +199,8 @@ def _report(model: HookedTransformer, sae: Any, screen: SteerabilityScreen, targ
     fresh seeds, beside the random direction, prompting and the wrong-way share."""
     cfg, t0 = screen.config, time.perf_counter()
     shown = screen.confirmed[:limit]
-    shown += [r["feature"] for r in screen.nearest_misses(max(0, at_least - len(shown)))]
+    if len(shown) < at_least:
+        shown += [r["feature"] for r in screen.nearest_misses(at_least - len(shown))]
     if not shown:
         screen.reports, screen.meta["report_s"] = {}, 0.0
         return

@@ -1,9 +1,6 @@
 """Bad inputs to a finished screen (``SteerabilityScreen``): a count that is not a count,
 a saved screen that is missing or damaged. Each is refused with a message that says what
 to do, never a bare ``JSONDecodeError`` or ``KeyError``.
-
-The checks these tests ask for belong in ``measure/screen_results.py``, which is being
-rewritten with the selection engine; switch the marker off when they land there.
 """
 from __future__ import annotations
 
@@ -12,19 +9,16 @@ import warnings
 
 import pytest
 
-from sae_steer.config import ScreenConfig, SteerConfig
+from sae_steer.config import SelectConfig, SteerConfig
 from sae_steer.measure import SteerabilityScreen
 
-pytestmark = pytest.mark.xfail(strict=False, reason="pending the selection engine")
-
-
 def _screen() -> SteerabilityScreen:
-    """Two re-measured features by hand: 3 passed, 5 missed."""
+    """Two confirmed features by hand: 3 recommended, 5 missed."""
     row = dict(fires_gain=0.5, fires_gain_lo=0.35, fires_gain_hi=0.62, lift=4.0, lift_lo=3.1,
                scale=0.5)
-    conf = {3: {**row, "feature": 3, "passed": ["own firing"], "strength": 1.2},
-            5: {**row, "feature": 5, "passed": [], "strength": 0.4}}
-    return SteerabilityScreen([3, 5], {}, conf, ScreenConfig(), SteerConfig())
+    conf = {3: {**row, "feature": 3, "passed": ["own firing"], "strength": 1.2, "recommended": True},
+            5: {**row, "feature": 5, "passed": [], "strength": 0.4, "recommended": False}}
+    return SteerabilityScreen([3, 5], {}, conf, SelectConfig(), SteerConfig())
 
 
 # -- how many features to recommend -------------------------------------------------------
@@ -95,8 +89,8 @@ def test_a_screen_json_of_the_wrong_shape_is_reported_as_corrupt(saved, content)
 
 
 def test_a_corrupt_screen_config_names_the_file(saved):
-    (saved / "screen_config.json").write_text("{\"scales\": [0.5")
-    with pytest.raises(ValueError, match=r"screen_config\.json is not valid JSON"):
+    (saved / "select_config.json").write_text("{\"scales\": [0.5")
+    with pytest.raises(ValueError, match=r"select_config\.json is not valid JSON"):
         SteerabilityScreen.load(saved)
 
 
@@ -116,5 +110,6 @@ def test_screen_features_on_a_damaged_path_says_to_remove_it(saved, tok_model, s
     search = search_features(tok_model, sae, ["Once upon a time there was a girl ."] * 4,
                              SearchConfig(k=2, context_size=16), progress=False)
     with pytest.raises(ValueError, match=r"screen\.json is corrupt.*remove"):
-        screen_features(tok_model, sae, search, ScreenConfig(scales=(0.5,), n_samples=2, n_confirm=1,
-                        n_final=2), SteerConfig(max_new_tokens=3), progress=False, path=saved)
+        screen_features(tok_model, sae, search, SelectConfig(scales=(0.5,), n_rank=2, n_confirm=1,
+                        confirm_rounds=(2,), n_report=2), SteerConfig(max_new_tokens=3),
+                        progress=False, path=saved)
