@@ -6,8 +6,8 @@ Every arm's rows are generated together (``steer.batch``), the unsteered baselin
 the whole batch (not once per arm), and every row is re-scored by the unsteered model in
 batched passes (``lm.score_rows``), reading only the features each arm asks for. Each arm
 is then measured against the shared baseline, paired by seed (``sides``). Reports,
-controls, sweeps and every stage of a selection go through here; clamping, which is not a
-vector, is the one exception (``report.py``).
+controls, sweeps and every stage of a selection go through here; a clamped arm, which is not
+a vector, is the one generated on its own.
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from sae_steer.config import SteerConfig, sample_seeds
 from sae_steer.lm import check_sae_fits, score_rows
 from sae_steer.measure.rescore import Measured, require_clean
 from sae_steer.measure.sides import Comparison, SideStats, compare, side_stats
-from sae_steer.steer import Generation
+from sae_steer.steer import Generation, generate_steered
 from sae_steer.steer.batch import generate_rows
 
 if TYPE_CHECKING:
@@ -43,6 +43,9 @@ class Arm:
     prompt: Any = None
     """The arm's own prompt (text or token ids; None: the batch's). Only unsteered arms
     take one: the prompting baseline."""
+    clamp: tuple[int, float] | None = None
+    """``(feature, value)``: clamp that SAE feature instead of adding a vector. Not a fixed
+    vector, so such an arm is generated on its own (the exception to one shared batch)."""
 
 
 @dataclasses.dataclass
@@ -108,7 +111,7 @@ def measure_batch(
         baseline = generate_rows(model, hook, None, seeds, cfg)
     elif baseline.seeds != seeds:
         raise ValueError("the unsteered baseline was sampled with other seeds/n_samples")
-    pushed = [k for k, a in enumerate(arms) if a.prompt is None]
+    pushed = [k for k, a in enumerate(arms) if a.prompt is None and a.clamp is None]
     gens: dict[int, Generation] = {}
     if pushed:
         zero = torch.zeros(sae.W_dec.shape[1])
@@ -122,6 +125,12 @@ def measure_batch(
             if a.vector is not None:
                 raise ValueError("an arm with its own prompt is the prompting baseline: no vector")
             gens[k] = generate_rows(model, hook, None, seeds, cfg.replace(prompt=a.prompt))
+        elif a.clamp is not None:
+            if seeds != sample_seeds(cfg.seed, cfg.n_samples):
+                raise ValueError("a clamped arm draws cfg's own seeds: pass seeds=None")
+            gens[k] = generate_steered(model, sae, a.clamp[0], a.clamp[1],
+                                       cfg.replace(mode="clamp", scale_unit="absolute"),
+                                       hook_name=hook)
     # the baseline reads every feature any arm asks about; each arm row only its own
     union = list(dict.fromkeys(f for a in arms for f in a.features))
     base_m = _score(model, sae, hook, baseline.tokens, [union] * n) if union else None

@@ -16,8 +16,7 @@ against unsteered, every figure with its 95 % interval and its sample count:
   steering, a prompt that asks for the feature or concept) and a reference direction
   (e.g. a concept's context direction) at the same norm.
 
-Every report is one arm of a measurement batch (``batch.py``); clamping, which is not a
-vector, is measured one report at a time.
+Every report is one arm of a measurement batch (``batch.py``), clamping included.
 """
 from __future__ import annotations
 
@@ -33,13 +32,11 @@ from torch import Tensor
 
 from sae_steer.config import SteerConfig, control_seed, sample_seeds, steer_config
 from sae_steer.fsutil import write_json_atomic
-from sae_steer.lm import check_sae_fits
 from sae_steer.measure.batch import Arm, measure_batch
 from sae_steer.measure.concepts import as_concept
-from sae_steer.measure.sides import Comparison, SideStats, compare, side_stats
+from sae_steer.measure.sides import Comparison, SideStats
 from sae_steer.measure.stats import Estimate, Ratio
-from sae_steer.steer import (Generation, Steerer, generate_along, generate_steered, generate_unsteered,
-                             steering_direction)
+from sae_steer.steer import (Generation, Steerer, steering_direction)
 
 if TYPE_CHECKING:
     from transformer_lens import HookedTransformer
@@ -167,17 +164,6 @@ def random_direction(cfg: SteerConfig, feature: int, d_model: int) -> tuple[int,
     return seed, torch.randn(d_model, generator=torch.Generator().manual_seed(seed))
 
 
-def _clamp_control(model: HookedTransformer, sae: Any, gen: Generation, cfg: SteerConfig,
-                   features: Sequence[int], concept: Any, base: SideStats) -> Control:
-    """Clamp mode's control (not a vector, so outside the batch): a random direction at
-    the norm of ``gen``'s steering vector, the same seeds, measured against ``base``."""
-    seed, direction = random_direction(cfg, gen.feature, sae.W_dec.shape[1])
-    norm = steering_norm(sae, gen.feature, gen.scale)
-    pushed = generate_along(model, check_sae_fits(model, sae.cfg), direction, norm, cfg)
-    side = side_stats(model, sae, pushed, features, concept, cfg.fire_threshold)
-    return Control(norm, seed, side, compare(side, base), "random")
-
-
 def steering_reports(
     model: HookedTransformer, sae: Any, items: Sequence[tuple[int, float]],
     cfg: SteerConfig | None = None, *, concept: Any = None,
@@ -189,7 +175,7 @@ def steering_reports(
     batches (``steer.batch``): the samples are exactly those of one report at a time.
 
     ``concept``: one concept for every item, or ``{feature: concept}``. Clamp mode is not
-    a fixed vector per row, so it runs one report at a time.
+    a fixed vector per row, so each clamped item is generated on its own.
     """
     return run_reports(model, sae, items, report_config(cfg, **settings), concept=concept,
                        rescore_features=rescore_features, unsteered=unsteered, control=control,
@@ -219,14 +205,12 @@ def run_reports(
     seeds = list(seeds) if seeds is not None else sample_seeds(cfg.seed, cfg.n_samples)
     if unsteered is not None and unsteered.seeds != seeds:
         raise ValueError("the unsteered baseline was sampled with other seeds/n_samples")
-    if cfg.mode == "clamp":  # not a fixed vector: one report at a time
-        base = unsteered if unsteered is not None else generate_unsteered(model, cfg)
-        return [_report(model, sae, generate_steered(model, sae, f, sc, cfg), base, cfg,
-                        concepts[k], rescore_features, control) for k, (f, sc) in enumerate(items)]
     steerer = Steerer.for_config(model, sae, cfg)
     scales = [steerer.absolute({f: sc}, cfg.scale_unit, cfg.mode)[f] for f, sc in items]
     feats = [tuple(dict.fromkeys([f, *(rescore_features or [])])) for f, _ in items]
-    arms = [Arm(a * steering_direction(sae, f, cfg.mode).float(), feats[k], concepts[k])
+    clamp = cfg.mode == "clamp"  # clamping is not a vector: the batch generates it alone
+    arms = [Arm(None if clamp else a * steering_direction(sae, f, cfg.mode).float(), feats[k],
+                concepts[k], clamp=(f, a) if clamp else None)
             for k, ((f, _), a) in enumerate(zip(items, scales))]
     extra: list[tuple[int, str]] = []  # (item, kind) of each arm after the steered ones
     for k, ((f, _), a) in enumerate(zip(items, scales)):
@@ -274,18 +258,6 @@ def _concepts(concept: Any, features: Sequence[int]) -> list[Any]:
         return [as_concept(concept[f]) if concept.get(f) is not None else None for f in features]
     one = as_concept(concept) if concept is not None else None
     return [one] * len(features)
-
-
-def _report(model: HookedTransformer, sae: Any, gen: Generation, base: Generation,
-            cfg: SteerConfig, concept: Any, rescore_features: Sequence[int] | None,
-            control: bool) -> SteeringReport:
-    """Clamp mode: measure steered ``gen`` against ``base`` (and the random control)."""
-    features = list(dict.fromkeys([gen.feature, *(rescore_features or [])]))
-    s = side_stats(model, sae, gen, features, concept, cfg.fire_threshold)
-    u = side_stats(model, sae, base, features, concept, cfg.fire_threshold)
-    ctrl = _clamp_control(model, sae, gen, cfg, features, concept, u) if control else None
-    return SteeringReport(gen.feature, gen.scale, cfg.mode, _name(concept), s, u, compare(s, u),
-                          ctrl, (gen, base), cfg)
 
 
 def steering_report(

@@ -19,14 +19,18 @@ stages, each on seeds no other stage draws (``config.seeds``):
    target's prompt, no steering) and the wrong-way share. These are the figures shown: a
    winner's figure from the stage that chose it is never its proof.
 
-Works for any model and tokenizer; every stage is one measurement batch per chunk.
+The engine plans batches (``_plans``: a generator that reads what the batches before it
+found), measures each with one call to ``report.run_reports`` (one measurement batch), and
+records it on the ``SteerabilityScreen``: one place where samples are drawn and scored.
+Works for any model and tokenizer.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -37,7 +41,7 @@ from sae_steer.config import (SelectConfig, SteerConfig, benjamini_hochberg, pro
                               sample_seeds)
 from sae_steer.measure.report import SteeringReport, run_reports
 from sae_steer.measure.screen_results import SteerabilityScreen
-from sae_steer.measure.sweep import run_sweeps
+from sae_steer.measure.sweep import sweep_of
 from sae_steer.measure.target import Target
 from sae_steer.steer import Steerer
 from sae_steer.steer.batch import generate_rows, generation_rows
@@ -48,23 +52,38 @@ if TYPE_CHECKING:
 _Z95 = 1.959963984540054
 
 
+@dataclasses.dataclass
+class _Plan:
+    """One measurement batch of a stage: what ``run_reports`` gets, and what came back."""
+
+    stage: str
+    items: list[tuple[int, float]]
+    steer: SteerConfig
+    seeds: list[int]
+    unsteered: Any = None
+    """A baseline already drawn on ``seeds`` (ranking draws one for all its batches)."""
+    control: bool = False
+    prompts: Mapping[int, Any] | None = None
+    references: Mapping[int, Tensor] | None = None
+    reports: list[SteeringReport] = dataclasses.field(default_factory=list)
+
+
 def select_features(
     model: HookedTransformer, sae: Any, pool: Sequence[int], target: Target,
     cfg: SelectConfig, steer: SteerConfig, *, path: str | os.PathLike | None = None,
     extra: Mapping[int, Mapping[str, Any]] | None = None, report_limit: int | None = None,
-    report_at_least: int = 0,
-    references: Mapping[int, Tensor] | None = None, keep_sweeps: bool = False,
-    progress: bool = True,
+    report_at_least: int = 0, references: Mapping[int, Tensor] | None = None,
+    keep_sweeps: bool = False, progress: bool = True,
 ) -> SteerabilityScreen:
     """Rank ``pool`` (in this order), confirm the best, report the recommended (see the
     module docstring). ``steer``: how samples are drawn (``resid_norm`` resolved here once:
     every stage pushes by the same amount); ``path``: where the selection is saved after
-    each ranking batch and stage (None: not saved); ``extra``: per candidate, columns
-    added to its rows (an output score); ``report_limit``: report at most this many
-    recommended features (None: all), ``report_at_least``: fill up to this many with the
-    nearest misses, marked as such; ``references``: per feature, a direction the
-    report measures at the same norm (a concept's context direction); ``keep_sweeps``:
-    keep each candidate's ranking sweep (``screen.sweeps``, this session only).
+    every batch (None: not saved); ``extra``: per candidate, columns added to its rows (an
+    output score); ``report_limit``: report at most this many recommended features (None:
+    all), ``report_at_least``: fill up to this many with the nearest misses, marked as
+    such; ``references``: per feature, a direction the report measures at the same norm (a
+    concept's context direction); ``keep_sweeps``: keep each candidate's ranking sweep
+    (``screen.sweeps``, this session only).
     """
     pool = list(dict.fromkeys(int(f) for f in pool))
     if not pool:
@@ -75,21 +94,70 @@ def select_features(
     screen = _resume(path, pool, cfg, steer)
     screen.meta.update(hook=steerer.hook_name, d_sae=sae.cfg.d_sae,
                        definitions=list(target.definitions))
-    extra = extra or {}
-    _rank(model, sae, screen, target, extra, path, progress, keep_sweeps)
-    if not screen.confirmations:
-        _confirm(model, sae, screen, target, extra, progress)
-        _save(screen, path)
-    if not screen.reports:
-        _report(model, sae, screen, target, report_limit, report_at_least, references or {},
-                progress)
-        _save(screen, path)
+    record = {"rank": _record_rank, "confirm": _record_confirm, "report": _record_report}
+    for plan in _plans(model, screen, target, report_limit, report_at_least, references or {},
+                       progress):
+        plan.reports = run_reports(
+            model, sae, plan.items, plan.steer, seeds=plan.seeds,
+            concept={f: target.concept_of(f) for f, _ in plan.items},
+            rescore_features=target.rescore, unsteered=plan.unsteered, control=plan.control,
+            prompts=plan.prompts, references=plan.references)
+        record[plan.stage](screen, target, plan, extra or {}, keep_sweeps)
+        if path is not None:  # resumable: a restart skips what is written
+            screen.save(path)
+    if path is not None:  # the last decisions, made after the last batch
+        screen.save(path)
     return screen
 
 
-def _save(screen: SteerabilityScreen, path: Path | None) -> None:
-    if path is not None:
-        screen.save(path)
+def _plans(model: HookedTransformer, screen: SteerabilityScreen, target: Target,
+           limit: int | None, at_least: int, references: Mapping[int, Tensor],
+           progress: bool) -> Iterator[_Plan]:
+    """The batches to measure, stage by stage; each is planned after the one before it was
+    recorded (a confirmation round reads the last one's rows)."""
+    cfg, hook = screen.config, screen.meta["hook"]
+    todo = [f for f in screen.candidates if f not in screen.stage1]
+    t0 = time.perf_counter()
+    if todo:
+        steer = cfg.stage_steer(screen.steer, "rank")
+        seeds = sample_seeds(steer.seed, steer.n_samples)
+        base = generate_rows(model, hook, None, seeds, steer)  # drawn once, re-scored per batch
+        per_batch = max(1, generation_rows(model) // (cfg.n_rank * len(cfg.scales)))
+        with tqdm(total=len(screen.candidates), initial=len(screen.candidates) - len(todo),
+                  unit="feature", desc="select, 1/3 rank", disable=not progress) as bar:
+            for lo in range(0, len(todo), per_batch):
+                chunk = todo[lo : lo + per_batch]
+                yield _Plan("rank", [(f, sc) for f in chunk for sc in cfg.scales], steer, seeds, base)
+                screen.meta["rank_s"] = screen.meta.get("rank_s", 0.0) + time.perf_counter() - t0
+                t0 = time.perf_counter()
+                bar.update(len(chunk))
+    if "recommended" not in screen.meta:  # not decided yet: (re)run every round
+        screen.confirmations, screen.reports = {}, {}
+        steer, open_ = cfg.stage_steer(screen.steer, "confirm"), _picks(screen)
+        with tqdm(total=len(cfg.confirm_rounds), unit="round", desc="select, 2/3 confirm",
+                  disable=not progress) as bar:
+            for n in cfg.confirm_rounds:
+                if open_:
+                    yield _Plan("confirm", open_, steer, sample_seeds(steer.seed, n))
+                    open_ = [(f, rel) for f, rel in open_ if screen.confirmations[f]["open"]]
+                bar.update(1)
+        _decide(screen)
+        screen.meta["confirm_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+    if "report_s" not in screen.meta:
+        screen.reports = {}
+        shown = screen.confirmed[:limit]
+        if len(shown) < at_least:
+            shown += [r["feature"] for r in screen.nearest_misses(at_least - len(shown))]
+        if shown:
+            steer = cfg.stage_steer(screen.steer, "report")
+            items = [(f, float(screen.confirmations[f]["scale"])) for f in shown]
+            with tqdm(total=1, unit="batch", desc="select, 3/3 report", disable=not progress) as bar:
+                yield _Plan("report", items, steer, sample_seeds(steer.seed, steer.n_samples),
+                            control=True, prompts={f: target.prompt_of(f) for f in shown},
+                            references=references)
+                bar.update(1)
+        screen.meta["report_s"] = time.perf_counter() - t0
 
 
 def _row(target: Target, report: SteeringReport, rel: float, cost_budget: float
@@ -105,38 +173,22 @@ def _row(target: Target, report: SteeringReport, rel: float, cost_budget: float
     return row
 
 
-def _rank(model: HookedTransformer, sae: Any, screen: SteerabilityScreen, target: Target,
-          extra: Mapping[int, Mapping[str, Any]], path: Path | None, progress: bool,
-          keep_sweeps: bool) -> None:
-    """Stage 1: sweeps of every candidate not yet ranked, a batch of rows at a time."""
-    cfg, todo = screen.config, [f for f in screen.candidates if f not in screen.stage1]
-    if not todo:
-        return
-    steer = cfg.stage_steer(screen.steer, "rank")
-    base = generate_rows(model, screen.meta["hook"], None, sample_seeds(steer.seed, steer.n_samples),
-                         steer)  # the shared baseline: drawn once, re-scored per batch
-    per_batch = max(1, generation_rows(model) // (cfg.n_rank * len(cfg.scales)))
-    t0 = time.perf_counter()
-    with tqdm(total=len(screen.candidates), initial=len(screen.candidates) - len(todo),
-              unit="feature", desc="select, 1/3 rank", disable=not progress) as bar:
-        for lo in range(0, len(todo), per_batch):
-            chunk = todo[lo : lo + per_batch]
-            sweeps = run_sweeps(model, sae, chunk, cfg.scales, steer, target=target,
-                                cost_budget=cfg.cost_budget, unsteered=base)
-            for f, sw in sweeps.items():
-                i = sw.scales.index(sw.best_scale())
-                row = _row(target, sw.reports[i], sw.best_scale(), cfg.cost_budget)
-                row["by_scale"] = [{"scale": sc, "strength": st, "nll_cost": c,
-                                    sw.success_name: su, f"{sw.success_name}_lo": lw}
-                                   for sc, st, c, su, lw in zip(sw.scales, sw.strength, sw.cost,
-                                                                sw.success, sw.success_low)]
-                screen.stage1[f] = {**row, **extra.get(f, {})}
-                if keep_sweeps:
-                    screen.sweeps[f] = sw
-            screen.meta["rank_s"] = screen.meta.get("rank_s", 0.0) + time.perf_counter() - t0
-            t0 = time.perf_counter()
-            _save(screen, path)  # resumable: a restart skips what is written
-            bar.update(len(chunk))
+def _record_rank(screen: SteerabilityScreen, target: Target, plan: _Plan,
+                 extra: Mapping[int, Mapping[str, Any]], keep_sweeps: bool) -> None:
+    """Each candidate's sweep over the scales, and its best scale's row."""
+    cfg, n = screen.config, len(screen.config.scales)
+    for k in range(0, len(plan.items), n):
+        f = plan.items[k][0]
+        sw = sweep_of(target, f, cfg.scales, plan.reports[k : k + n], cfg.cost_budget, "relative")
+        i = sw.scales.index(sw.best_scale())
+        row = _row(target, sw.reports[i], sw.best_scale(), cfg.cost_budget)
+        row["by_scale"] = [{"scale": sc, "strength": st, "nll_cost": c,
+                            sw.success_name: su, f"{sw.success_name}_lo": lw}
+                           for sc, st, c, su, lw in zip(sw.scales, sw.strength, sw.cost,
+                                                        sw.success, sw.success_low)]
+        screen.stage1[f] = {**row, **extra.get(f, {})}
+        if keep_sweeps:
+            screen.sweeps[f] = sw
 
 
 def _picks(screen: SteerabilityScreen) -> list[tuple[int, float]]:
@@ -161,60 +213,36 @@ def _evidence(target: Target, report: SteeringReport, n: int, n_retest: int
     return min(1.0, p * len(ev)), reachable
 
 
-def _confirm(model: HookedTransformer, sae: Any, screen: SteerabilityScreen, target: Target,
-             extra: Mapping[int, Mapping[str, Any]], progress: bool) -> None:
-    """Stage 2: the best-ranked in rounds of fresh samples, then Benjamini-Hochberg."""
-    cfg, t0 = screen.config, time.perf_counter()
-    picks = _picks(screen)
-    open_, rows = list(picks), {}
-    steer = cfg.stage_steer(screen.steer, "confirm")
-    with tqdm(total=len(cfg.confirm_rounds), unit="round", desc="select, 2/3 confirm",
-              disable=not progress) as bar:
-        for n in cfg.confirm_rounds:
-            if not open_:
-                break
-            reports = run_reports(model, sae, open_, steer, seeds=sample_seeds(steer.seed, n),
-                                  concept={f: target.concept_of(f) for f, _ in open_},
-                                  rescore_features=target.rescore, control=False)
-            still = []
-            for (f, rel), rep in zip(open_, reports):
-                p, reachable = _evidence(target, rep, n, cfg.n_report)
-                rows[f] = {**_row(target, rep, rel, cfg.cost_budget), "p_value": p,
-                           **extra.get(f, {})}
-                if reachable and rows[f]["nll_cost"] <= cfg.cost_budget:
-                    still.append((f, rel))
-            open_ = still
-            bar.update(1)
-    found = benjamini_hochberg([rows[f]["p_value"] for f, _ in picks], cfg.false_discovery_rate)
-    for (f, _), ok in zip(picks, found):
-        rows[f]["recommended"] = bool(ok and rows[f]["passed"])
-    screen.confirmations = rows
-    screen.meta.update(recommended=screen.confirmed, confirm_s=time.perf_counter() - t0)
+def _record_confirm(screen: SteerabilityScreen, target: Target, plan: _Plan,
+                    extra: Mapping[int, Mapping[str, Any]], keep_sweeps: bool) -> None:
+    """A confirmation round: each feature's row, p-value and whether it stays open (it can
+    still be shown above its line, within the cost budget)."""
+    cfg = screen.config
+    for (f, rel), rep in zip(plan.items, plan.reports):
+        p, reachable = _evidence(target, rep, len(plan.seeds), cfg.n_report)
+        row = {**_row(target, rep, rel, cfg.cost_budget), "p_value": p, **extra.get(f, {})}
+        row["open"] = reachable and row["nll_cost"] <= cfg.cost_budget
+        screen.confirmations[f] = row
 
 
-def _report(model: HookedTransformer, sae: Any, screen: SteerabilityScreen, target: Target,
-            limit: int | None, at_least: int, references: Mapping[int, Tensor],
-            progress: bool) -> None:
-    """Stage 3: the recommended (up to ``limit``; nearest misses up to ``at_least``) on
-    fresh seeds, beside the random direction, prompting and the wrong-way share."""
-    cfg, t0 = screen.config, time.perf_counter()
-    shown = screen.confirmed[:limit]
-    if len(shown) < at_least:
-        shown += [r["feature"] for r in screen.nearest_misses(at_least - len(shown))]
-    if not shown:
-        screen.reports, screen.meta["report_s"] = {}, 0.0
-        return
-    items = [(f, float(screen.confirmations[f]["scale"])) for f in shown]
-    reports = run_reports(model, sae, items, cfg.stage_steer(screen.steer, "report"),
-                          concept={f: target.concept_of(f) for f in shown},
-                          rescore_features=target.rescore, control=True,
-                          prompts={f: target.prompt_of(f) for f in shown},
-                          references=references, progress=progress)
-    screen.reports = {f: {**_row(target, r, rel, cfg.cost_budget),
-                          "recommended": f in screen.confirmed}
-                      for (f, rel), r in zip(items, reports)}
-    screen.report_objects = dict(zip(shown, reports))
-    screen.meta["report_s"] = time.perf_counter() - t0
+def _decide(screen: SteerabilityScreen) -> None:
+    """Benjamini-Hochberg over the whole confirmed family: which are recommended."""
+    rows = screen.confirmations
+    found = benjamini_hochberg([r["p_value"] for r in rows.values()],
+                               screen.config.false_discovery_rate)
+    for row, ok in zip(rows.values(), found):
+        row["recommended"] = bool(ok and row["passed"])
+        row.pop("open", None)
+    screen.meta["recommended"] = screen.confirmed
+
+
+def _record_report(screen: SteerabilityScreen, target: Target, plan: _Plan,
+                   extra: Mapping[int, Mapping[str, Any]], keep_sweeps: bool) -> None:
+    """The report stage's rows (fresh seeds, with the baselines) and its reports."""
+    for (f, rel), r in zip(plan.items, plan.reports):
+        screen.reports[f] = {**_row(target, r, rel, screen.config.cost_budget),
+                             "recommended": f in screen.confirmed}
+        screen.report_objects[f] = r
 
 
 def _resume(path: Path | None, candidates: list[int], cfg: SelectConfig,

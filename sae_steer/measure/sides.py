@@ -58,6 +58,9 @@ def side_stats(model: HookedTransformer, sae: Any, gen: Generation, features: Se
     """
     m = measured if measured is not None else measure(model, sae, gen.tokens, features)
     p = gen.prompt_len
+    # the concept's occurrences first, then every statistic of the side
+    counts = ([count_in(model, concept, row.tolist(), p) for row in gen.tokens]
+              if concept is not None else [])
     new_acts = [a[p:] for a in m.acts]
     nll = [float(x[p - 1 :].mean()) if len(x) >= p and len(a) else math.nan
            for x, a in zip(m.nll, new_acts)]
@@ -69,11 +72,8 @@ def side_stats(model: HookedTransformer, sae: Any, gen: Generation, features: Se
         fires[f] = wilson(sum(fired[f]), len(col))
         max_act[f] = normal_mean([float(c.max()) if len(c) else 0.0 for c in col])
         mean_act[f] = normal_mean([float(c.mean()) if len(c) else math.nan for c in col])
-    counts, rate, share = [], None, None
+    rate, share = None, None
     if concept is not None:
-        for row in gen.tokens:
-            ids = row.tolist()
-            counts.append(count_in(model, concept, ids, p))
         rate = pooled_rate(counts, [len(a) for a in new_acts])
         share = wilson(sum(c > 0 for c in counts), len(counts))
     return SideStats(fires, fired, max_act, mean_act, normal_mean(nll), normal_mean(rep), rate,

@@ -153,7 +153,7 @@ def test_interrupted_ranking_resumes_with_the_same_figures(tok_model, setup, tmp
     whole = screen_features(tok_model, sae, search, CFG, STEER, progress=False,
                             path=tmp_path / "whole")
     import sae_steer.measure.select as select_mod
-    real, calls = select_mod.run_sweeps, []
+    real, calls = select_mod.run_reports, []
 
     def dies_second_time(*args, **kw):
         calls.append(1)
@@ -162,11 +162,11 @@ def test_interrupted_ranking_resumes_with_the_same_figures(tok_model, setup, tmp
         return real(*args, **kw)
 
     monkeypatch.setattr(select_mod, "generation_rows", lambda model: 2 * 4)  # 1 feature a batch
-    monkeypatch.setattr(select_mod, "run_sweeps", dies_second_time)
+    monkeypatch.setattr(select_mod, "run_reports", dies_second_time)
     with pytest.raises(KeyboardInterrupt):
         screen_features(tok_model, sae, search, CFG, STEER, progress=False, path=tmp_path / "cut")
     assert len(SteerabilityScreen.load(tmp_path / "cut").stage1) == 1
-    monkeypatch.setattr(select_mod, "run_sweeps", real)
+    monkeypatch.setattr(select_mod, "run_reports", real)
     resumed = screen_features(tok_model, sae, search, CFG, STEER, progress=False,
                               path=tmp_path / "cut")
     assert resumed.stage1 == whole.stage1
