@@ -115,7 +115,7 @@ def main() -> None:
     steer = SteerConfig(max_new_tokens=args.max_new_tokens)
     features = None
     if args.quick:
-        cfg = cfg.replace(n_rank=4, n_confirm=4, confirm_rounds=(8, 16), n_report=8)
+        cfg = cfg.replace(n_rank=4, n_confirm=4, confirm_rounds=(8, 16), confirm_keep=2, n_report=8)
         steer = steer.replace(max_new_tokens=30)
         args.n, args.n_recheck, args.speedup_features = 3, 8, 3
     steerer = Steerer.for_config(model, sae, steer)
@@ -129,7 +129,8 @@ def main() -> None:
     print(f"{model.cfg.model_name}: {sae.cfg.d_sae} features, {len(alive)} alive; ranked at "
           f"scales {cfg.scales} x the residual norm ({steerer.resid_norm:.2f}), {cfg.n_rank} "
           f"samples of {steer.max_new_tokens} tokens; the best {cfg.n_confirm} confirmed in "
-          f"rounds of {cfg.confirm_rounds} fresh samples per side; the recommended reported on "
+          f"rounds of {cfg.confirm_rounds} fresh samples per side (the last on the best "
+          f"{cfg.confirm_keep}); the recommended reported on "
           f"{cfg.n_report}; {time.perf_counter() - start:.0f} s to load")
 
     subset = by_score[: args.speedup_features]
@@ -149,9 +150,10 @@ def main() -> None:
           f"{len(screen.confirmations)} {meta['confirm_s']:.0f} s, report of "
           f"{len(screen.reports)} {meta['report_s']:.0f} s")
     print("confirmation, strongest first:")
-    print(table_text([{k: r[k] for k in ("feature", "scale", "words", "n_samples", "fires_unsteered",
-                                         "fires_steered", "fires_gain", "fires_gain_lo", "lift_lo",
-                                         "nll_cost", "p_value", "recommended")}
+    print(table_text([{k: r[k] for k in ("feature", "scale", "words", "round", "n_samples",
+                                         "fires_unsteered", "fires_steered", "fires_gain",
+                                         "fires_gain_lo", "lift_lo", "nll_cost", "tested", "line",
+                                         "p_value", "recommended")}
                       for r in sorted(screen.confirmations.values(), key=lambda r: -r["strength"])]))
     recommended = screen.confirmed
     print(f"\n{len(recommended)} recommended: {screen.promise}")
@@ -200,7 +202,7 @@ def main() -> None:
                      if r["recommended"] and "prompt_fires_gain" in r])
     wrong = _mean([r["wrong_way"] for r in report if r["recommended"]])
     seeds = {"rank": sample_seeds(cfg.rank_seed, cfg.n_rank),
-             "confirm": sample_seeds(cfg.confirm_seed, cfg.confirm_rounds[-1]),
+             "confirm": sample_seeds(cfg.confirm_seed, sum(cfg.confirm_rounds)),
              "report": sample_seeds(cfg.report_seed, cfg.n_report)}
     seeds.update({f"recheck{i + 1}": sample_seeds(s, args.n_recheck) for i, s in enumerate(sets)})
     print(f"\n{time.perf_counter() - start:.0f} s in all")

@@ -33,7 +33,7 @@ def test_steer_config_rejects_bad_settings(kw, match):
     ({"n_candidates": 0}, r"n_candidates must be a positive integer, got 0"),
     ({"rank_seed": 3, "report_seed": 3}, r"rank_seed, confirm_seed and report_seed must be distinct"),
     ({"confirm_seed": -1}, r"must be distinct non-negative integers"),
-    ({"confirm_rounds": (128, 64)}, r"confirm_rounds must increase"),
+    ({"confirm_keep": 0}, r"confirm_keep must be a positive integer, got 0"),
     ({"confirm_rounds": ()}, r"confirm_rounds must be positive sample counts"),
     ({"false_discovery_rate": 1.0}, r"false_discovery_rate must be in \(0, 1\)"),
     ({"cost_budget": math.inf}, r"cost_budget must be finite"),

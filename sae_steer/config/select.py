@@ -7,8 +7,9 @@ each on seeds no other stage draws (``config.seeds``):
 1. **rank**: every candidate at each of ``scales`` on ``n_rank`` samples against one shared
    unsteered baseline (seeds from ``rank_seed``);
 2. **confirm**: the ``n_confirm`` best again on fresh seeds (``confirm_seed``), in rounds of
-   ``confirm_rounds`` samples per side: a feature that can no longer reach the selection
-   line leaves after a round, the rest get more samples (power where it decides);
+   ``confirm_rounds`` samples per side, each round on seeds of its own: after a round, the
+   ``confirm_keep`` closest to their selection line go on (power where it decides), and
+   the last round's figures alone decide, over that small family, what is recommended;
 3. **report**: the recommended on ``n_report`` further fresh samples per side
    (``report_seed``), with the baselines (a random direction of the same norm, prompting):
    the figures a user is shown, never inflated by the choice.
@@ -44,9 +45,12 @@ class SelectConfig(StageConfig):
     n_confirm: int = 24
     """How many of the best-ranked candidates are confirmed (the family the false-discovery
     control counts)."""
-    confirm_rounds: tuple[int, ...] = (128, 384)
-    """Samples per side after each confirmation round (increasing). A feature near the
-    line needs several hundred to be told apart from one just below it."""
+    confirm_rounds: tuple[int, ...] = (128, 1024)
+    """Samples per side of each confirmation round, each on fresh seeds. A feature near its
+    selection line needs about a thousand to be told apart from one just below it."""
+    confirm_keep: int = 5
+    """Features that go on to the next round (at most): the last round's family, which the
+    false-discovery control counts."""
     confirm_seed: int = 1000
     """Seed of the confirmation samples."""
     n_report: int = 128
@@ -78,10 +82,8 @@ class SelectConfig(StageConfig):
         require(len(self.confirm_rounds) > 0 and all(
             isinstance(n, int) and n > 0 for n in self.confirm_rounds),
             f"confirm_rounds must be positive sample counts, got {self.confirm_rounds}")
-        require(list(self.confirm_rounds) == sorted(set(self.confirm_rounds)),
-                f"confirm_rounds must increase, got {self.confirm_rounds}")
-        require_positive_integers(self, ("n_rank", "n_confirm", "n_report", "n_words",
-                                         "n_candidates", "n_effect_texts"))
+        require_positive_integers(self, ("n_rank", "n_confirm", "confirm_keep", "n_report",
+                                         "n_words", "n_candidates", "n_effect_texts"))
         require_integers(self, ("rank_seed", "confirm_seed", "report_seed"))
         seeds = (self.rank_seed, self.confirm_seed, self.report_seed)
         require(len(set(seeds)) == 3 and min(seeds) >= 0,
@@ -95,14 +97,16 @@ class SelectConfig(StageConfig):
     @classmethod
     def for_concept(cls, **changes) -> SelectConfig:
         """The concept search's preset: six scales on 16 samples each (a concept's
-        candidates are few), the 3 best confirmed, reports on 32 samples per side."""
+        candidates are few), the 3 best confirmed in one round of 64 samples per side,
+        reports on 32."""
         return cls(scales=(0.3, 0.4, 0.5, 0.6, 0.7, 0.8), n_rank=16, n_confirm=3,
-                   confirm_rounds=(32, 96), n_report=32).replace(**changes)
+                   confirm_rounds=(64,), confirm_keep=3, n_report=32).replace(**changes)
 
     def stage_steer(self, steer: SteerConfig, stage: str) -> SteerConfig:
         """The caller's ``SteerConfig`` as ``stage`` (``rank``, ``confirm`` or ``report``)
-        samples it: that stage's seed and size, at relative scales."""
+        samples it: that stage's seed and size (confirmation: every round's samples, which
+        the rounds share out in order), at relative scales."""
         seed, n = {"rank": (self.rank_seed, self.n_rank),
-                   "confirm": (self.confirm_seed, self.confirm_rounds[-1]),
+                   "confirm": (self.confirm_seed, sum(self.confirm_rounds)),
                    "report": (self.report_seed, self.n_report)}[stage]
         return steer.replace(seed=seed, n_samples=n, scale_unit="relative")

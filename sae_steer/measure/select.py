@@ -63,6 +63,8 @@ class _Plan:
     unsteered: Any = None
     """A baseline already drawn on ``seeds`` (ranking draws one for all its batches)."""
     control: bool = False
+    round: int = 0
+    """The confirmation round (0 for the other stages)."""
     prompts: Mapping[int, Any] | None = None
     references: Mapping[int, Tensor] | None = None
     reports: list[SteeringReport] = dataclasses.field(default_factory=list)
@@ -134,12 +136,16 @@ def _plans(model: HookedTransformer, screen: SteerabilityScreen, target: Target,
     if "recommended" not in screen.meta:  # not decided yet: (re)run every round
         screen.confirmations, screen.reports = {}, {}
         steer, open_ = cfg.stage_steer(screen.steer, "confirm"), _picks(screen)
+        seeds, used = sample_seeds(steer.seed, steer.n_samples), 0
         with tqdm(total=len(cfg.confirm_rounds), unit="round", desc="select, 2/3 confirm",
                   disable=not progress) as bar:
-            for n in cfg.confirm_rounds:
+            for r, n in enumerate(cfg.confirm_rounds):  # each round on seeds of its own
                 if open_:
-                    yield _Plan("confirm", open_, steer, sample_seeds(steer.seed, n))
-                    open_ = [(f, rel) for f, rel in open_ if screen.confirmations[f]["open"]]
+                    yield _Plan("confirm", open_, steer, seeds[used : used + n], round=r)
+                    rows = [screen.confirmations[f] for f, _ in open_]
+                    rows = sorted((w for w in rows if w["open"]), key=lambda w: -w["z"])
+                    open_ = [(w["feature"], w["scale"]) for w in rows[: cfg.confirm_keep]]
+                used += n
                 bar.update(1)
         _decide(screen)
         screen.meta["confirm_s"] = time.perf_counter() - t0
@@ -169,7 +175,8 @@ def _row(target: Target, report: SteeringReport, rel: float, cost_budget: float
            "events_steered": 0, "events_unsteered": 0, **report.row()}
     row.update(scale=rel, scale_abs=report.scale,
                strength=target.strength(report.vs_unsteered, f),
-               passed=target.passed(report.vs_unsteered, f, cost_budget))
+               passed=target.passed(report.vs_unsteered, f, cost_budget),
+               definition=target.best_definition(report.vs_unsteered, f))
     return row
 
 
@@ -201,38 +208,35 @@ def _picks(screen: SteerabilityScreen) -> list[tuple[int, float]]:
     return [(int(r["feature"]), float(r["scale"])) for r in ok[: cfg.n_confirm]]
 
 
-def _evidence(target: Target, report: SteeringReport, n: int, n_retest: int
-              ) -> tuple[float, bool]:
-    """(p-value that the feature sits below its selection line, whether it still could
-    be shown above it): Bonferroni over the target's definitions."""
-    ev = target.evidence(report.vs_unsteered, report.feature, n, n_retest)
-    if not ev:
-        return 1.0, False
-    p = min(promise_p_value(e["estimate"], e["se"], e["line"]) for e in ev.values())
-    reachable = any(e["estimate"] + _Z95 * e["se"] >= e["line"] for e in ev.values())
-    return min(1.0, p * len(ev)), reachable
-
-
 def _record_confirm(screen: SteerabilityScreen, target: Target, plan: _Plan,
                     extra: Mapping[int, Mapping[str, Any]], keep_sweeps: bool) -> None:
-    """A confirmation round: each feature's row, p-value and whether it stays open (it can
-    still be shown above its line, within the cost budget)."""
+    """A confirmation round: each feature's row, tested by the definition the stage before
+    chose (on other samples), with its p-value against its selection line, how far it
+    stands above the line (``z``) and whether it stays open (it can still be shown above
+    its line, within the cost budget)."""
     cfg = screen.config
     for (f, rel), rep in zip(plan.items, plan.reports):
-        p, reachable = _evidence(target, rep, len(plan.seeds), cfg.n_report)
-        row = {**_row(target, rep, rel, cfg.cost_budget), "p_value": p, **extra.get(f, {})}
-        row["open"] = reachable and row["nll_cost"] <= cfg.cost_budget
+        tested = (screen.confirmations.get(f) or screen.stage1[f])["definition"]
+        ev = target.evidence(rep.vs_unsteered, f, tested, len(plan.seeds), cfg.n_report)
+        est, se, line = ev["estimate"], ev["se"], ev["line"]
+        z = (est - line) / se if se > 0 else -math.inf  # NaN (not measured) compares False
+        row = {**_row(target, rep, rel, cfg.cost_budget), **extra.get(f, {}), "round": plan.round,
+               "tested": tested, "line": line, "z": z if z == z else -math.inf,
+               "p_value": promise_p_value(est, se, line)}
+        row["open"] = bool(est + _Z95 * se >= line) and row["nll_cost"] <= cfg.cost_budget
         screen.confirmations[f] = row
 
 
 def _decide(screen: SteerabilityScreen) -> None:
-    """Benjamini-Hochberg over the whole confirmed family: which are recommended."""
+    """Benjamini-Hochberg over the last round's family: which are recommended."""
     rows = screen.confirmations
-    found = benjamini_hochberg([r["p_value"] for r in rows.values()],
-                               screen.config.false_discovery_rate)
-    for row, ok in zip(rows.values(), found):
+    last = max((r["round"] for r in rows.values()), default=0)
+    family = [r for r in rows.values() if r["round"] == last]
+    found = benjamini_hochberg([r["p_value"] for r in family], screen.config.false_discovery_rate)
+    for row in rows.values():
+        row["recommended"] = False
+    for row, ok in zip(family, found):
         row["recommended"] = bool(ok and row["passed"])
-        row.pop("open", None)
     screen.meta["recommended"] = screen.confirmed
 
 

@@ -112,17 +112,26 @@ class Target:
         return best_scale(list(scales), [self.strength(c, feature) for c in cmps],
                           [c.nll_cost.value for c in cmps], 1.0, cost_budget)
 
-    def evidence(self, cmp: Comparison, feature: int, n: int, n_retest: int) -> dict[str, Any]:
-        """Per definition, what the promise needs from a confirmation on ``n`` samples:
-        the estimate and its standard error on the test scale, the line a re-test on
-        ``n_retest`` samples must be expected to clear (``config.rules.retest_line``)."""
-        out = {}
-        for d, m in self.measures(cmp, feature).items():
-            est, se = _test_scale(d, m, cmp, feature)
-            target = THRESHOLDS[d] if d == "own firing" else math.log(THRESHOLDS[d])
-            out[d] = {"estimate": est, "se": se,
-                      "line": retest_line(target, se * math.sqrt(n / n_retest))}
-        return out
+    def best_definition(self, cmp: Comparison, feature: int) -> str:
+        """The definition whose lower bound reaches furthest toward its threshold (the one
+        a later, independent measurement tests)."""
+        measures = self.measures(cmp, feature)
+        return max(measures, key=lambda d: measures[d].lo / THRESHOLDS[d],
+                   default=self.definitions[0])
+
+    def evidence(self, cmp: Comparison, feature: int, definition: str, n: int,
+                 n_retest: int) -> dict[str, float]:
+        """What the promise needs from ``definition`` measured on ``n`` samples: the
+        estimate and its standard error on the test scale, and the selection line a re-test
+        on ``n_retest`` samples must be expected to clear (``config.rules.retest_line``);
+        NaN where the definition could not be measured."""
+        m = self.measures(cmp, feature).get(definition)
+        if m is None:
+            return {"estimate": math.nan, "se": math.nan, "line": math.nan}
+        est, se = _test_scale(definition, m, cmp, feature)
+        target = THRESHOLDS[definition]
+        target = target if definition == "own firing" else math.log(target)
+        return {"estimate": est, "se": se, "line": retest_line(target, se * math.sqrt(n / n_retest))}
 
 
 def _test_scale(definition: str, m: Any, cmp: Comparison, feature: int) -> tuple[float, float]:

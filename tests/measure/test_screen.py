@@ -18,7 +18,8 @@ from sae_steer.steer import Steerer
 
 TEXTS = ["Once upon a time there was a little girl named Lily .",
          "She liked to play in the park with her friend Tom !"] * 4
-CFG = SelectConfig(scales=(0.5, 1.0), n_rank=4, n_confirm=3, confirm_rounds=(6, 10), n_report=6)
+CFG = SelectConfig(scales=(0.5, 1.0), n_rank=4, n_confirm=3, confirm_rounds=(6, 10),
+                   confirm_keep=2, n_report=6)
 STEER = SteerConfig(prompt="Once upon a time", max_new_tokens=8)
 
 
@@ -55,6 +56,9 @@ def test_confirmation_takes_the_best_and_records_definitions(screen):
         assert row["n_samples"] in CFG.confirm_rounds
         assert set(row["passed"]) <= {"own firing", "own words"}
         assert 0.0 <= row["p_value"] <= 1.0 and isinstance(row["recommended"], bool)
+        assert row["tested"] in ("own firing", "own words")
+    last = [f for f, r in screen.confirmations.items() if r["round"] == 1]
+    assert len(last) <= CFG.confirm_keep  # the family the last round tests
     if screen.confirmed:
         assert screen.recommended(len(screen.confirmed)) == screen.confirmed
 
@@ -118,7 +122,7 @@ def test_every_stage_draws_its_own_seeds(tok_model, setup, tmp_path, monkeypatch
     monkeypatch.setattr(select_mod, "generate_rows", spy)
     screen_features(tok_model, sae, search, CFG, STEER, progress=False, path=tmp_path)
     stages = {"rank": set(sample_seeds(CFG.rank_seed, CFG.n_rank)),
-              "confirm": set(sample_seeds(CFG.confirm_seed, CFG.confirm_rounds[-1])),
+              "confirm": set(sample_seeds(CFG.confirm_seed, sum(CFG.confirm_rounds))),
               "report": set(sample_seeds(CFG.report_seed, CFG.n_report))}
     assert not (stages["rank"] & stages["confirm"] or stages["rank"] & stages["report"]
                 or stages["confirm"] & stages["report"])
@@ -138,7 +142,8 @@ def test_resumes_from_disk_and_loads_the_same(tok_model, setup, tmp_path, monkey
     for mod in (batch_mod, select_mod):
         monkeypatch.setattr(mod, "generate_rows", lambda *a, **k: pytest.fail("re-measured"))
     again = screen_features(tok_model, sae, search, CFG, STEER, progress=False, path=tmp_path)
-    assert again.confirmations == loaded.confirmations
+    for f, row in again.confirmations.items():
+        assert _same(row, loaded.confirmations[f])
 
 
 def test_a_corrupt_saved_screen_says_what_to_do(tmp_path):

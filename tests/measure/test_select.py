@@ -8,8 +8,8 @@ import random
 import pytest
 
 from builders import make_sae
-from sae_steer.config import (FIRES_GAIN_TARGET, SelectConfig, SteerConfig, benjamini_hochberg,
-                              promise_p_value, retest_line, sample_seeds)
+from sae_steer.config import (FIRES_GAIN_TARGET, RETEST_POWER, SelectConfig, SteerConfig,
+                              benjamini_hochberg, promise_p_value, retest_line, sample_seeds)
 from sae_steer.measure import Target
 from sae_steer.measure.report import Control, SteeringReport
 from sae_steer.measure.sides import SideStats, compare
@@ -98,7 +98,8 @@ def test_the_selection_line_is_what_a_retest_needs():
     se = 0.044  # a paired fire-rate difference near 0.5 on 128 samples
     line = retest_line(FIRES_GAIN_TARGET, se)
     z = statistics.NormalDist()
-    assert 1 - z.cdf((FIRES_GAIN_TARGET + 1.959964 * se - line) / se) == pytest.approx(0.9, abs=1e-4)
+    assert 1 - z.cdf((FIRES_GAIN_TARGET + 1.959964 * se - line) / se) == pytest.approx(RETEST_POWER,
+                                                                            abs=1e-4)
     assert promise_p_value(line, se, line) == pytest.approx(0.5)
     assert promise_p_value(line + 3 * se, se, line) < 0.01
     assert promise_p_value(float("nan"), se, line) == 1.0
