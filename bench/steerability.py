@@ -11,8 +11,8 @@ SAE:
    screen_features_per_min`` for the whole ranking stage.
 2. **The screen.** Every alive feature, in output-score order, at the default
    ``SelectConfig``: ranked, the best confirmed in rounds on fresh seeds, the recommended
-   (Benjamini-Hochberg against each feature's selection line) reported on further fresh
-   seeds beside a random direction, prompting and the wrong-way share. ``RESULT
+   (the longest run of the last round's features whose mean chance to pass a re-test
+   keeps the promise of ``config.rules``) reported on further fresh seeds beside a random direction, prompting and the wrong-way share. ``RESULT
    n_recommended``, the report stage's means (``fires_gain_recommended``,
    ``prompt_gain_recommended``, ``wrong_way_recommended``) and each stage's seconds.
 3. **Does "recommended" keep its promise?** Every recommended feature at its recommended
@@ -152,8 +152,8 @@ def main() -> None:
     print("confirmation, strongest first:")
     print(table_text([{k: r[k] for k in ("feature", "scale", "words", "round", "n_samples",
                                          "fires_unsteered", "fires_steered", "fires_gain",
-                                         "fires_gain_lo", "lift_lo", "nll_cost", "tested", "line",
-                                         "p_value", "recommended")}
+                                         "fires_gain_lo", "lift_lo", "nll_cost", "tested",
+                                         "pass_chance", "recommended")}
                       for r in sorted(screen.confirmations.values(), key=lambda r: -r["strength"])]))
     recommended = screen.confirmed
     print(f"\n{len(recommended)} recommended: {screen.promise}")

@@ -35,7 +35,6 @@ def test_steer_config_rejects_bad_settings(kw, match):
     ({"confirm_seed": -1}, r"must be distinct non-negative integers"),
     ({"confirm_keep": 0}, r"confirm_keep must be a positive integer, got 0"),
     ({"confirm_rounds": ()}, r"confirm_rounds must be positive sample counts"),
-    ({"false_discovery_rate": 1.0}, r"false_discovery_rate must be in \(0, 1\)"),
     ({"cost_budget": math.inf}, r"cost_budget must be finite"),
 ])
 def test_select_config_rejects_bad_settings(kw, match):

@@ -10,10 +10,10 @@ bench; ``seeds`` which seeds every run, baseline, control, selection and confirm
 Standard library only: every other module imports this one, so it must stay light.
 """
 from sae_steer.config.base import StageConfig, check_number, replace_config
-from sae_steer.config.rules import (COST_BUDGET, FALSE_DISCOVERY_RATE, FIRES_GAIN_TARGET,
-                                    LIFT_TARGET, PROMISE, RETEST_POWER, SUCCESS_TARGETS,
-                                    benjamini_hochberg, best_scale, passes, promise_p_value,
-                                    retest_line, suggest_scale, within_budget)
+from sae_steer.config.rules import (COST_BUDGET, FIRES_GAIN_TARGET, LIFT_TARGET, PROMISE,
+                                    PROMISE_CONFIDENCE, SUCCESS_TARGETS, best_scale, passes,
+                                    promise_kept, promise_lower_bound, retest_pass_probability,
+                                    suggest_scale, within_budget)
 from sae_steer.config.sae import SAEConfig, TrainConfig
 from sae_steer.config.search import SearchConfig
 from sae_steer.config.select import SelectConfig
@@ -21,9 +21,9 @@ from sae_steer.config.seeds import NORM_SEED, control_seed, sample_seed, sample_
 from sae_steer.config.steer import MODES, POSITIONS, SCALE_UNITS, SteerConfig, steer_config
 from sae_steer.config.world import NeoConfig, WorldConfig
 
-__all__ = ["COST_BUDGET", "FALSE_DISCOVERY_RATE", "FIRES_GAIN_TARGET", "LIFT_TARGET", "MODES",
-           "NORM_SEED", "POSITIONS", "PROMISE", "RETEST_POWER", "SCALE_UNITS", "SUCCESS_TARGETS",
-           "NeoConfig", "SAEConfig", "SearchConfig", "SelectConfig", "StageConfig", "SteerConfig",
-           "TrainConfig", "WorldConfig", "benjamini_hochberg", "best_scale", "check_number",
-           "control_seed", "passes", "promise_p_value", "replace_config", "retest_line",
+__all__ = ["COST_BUDGET", "FIRES_GAIN_TARGET", "LIFT_TARGET", "MODES", "NORM_SEED", "POSITIONS",
+           "PROMISE", "PROMISE_CONFIDENCE", "SCALE_UNITS", "SUCCESS_TARGETS", "NeoConfig",
+           "SAEConfig", "SearchConfig", "SelectConfig", "StageConfig", "SteerConfig",
+           "TrainConfig", "WorldConfig", "best_scale", "check_number", "control_seed", "passes",
+           "promise_kept", "promise_lower_bound", "replace_config", "retest_pass_probability",
            "sample_seed", "sample_seeds", "steer_config", "suggest_scale", "within_budget"]

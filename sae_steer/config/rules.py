@@ -66,42 +66,55 @@ def best_scale(scales: Sequence[float], low: Sequence[float], cost: Sequence[flo
 # -- what "recommended" promises ------------------------------------------------------------
 # A feature whose true gain sits just above the line passes a re-test only about half the
 # time (docs/results.md), so choosing by "passed once" promises nothing. The selection asks
-# for more than the rule: a recommended feature must be shown, on seeds that played no part
-# in choosing it, to sit far enough above the line (its *selection line*, ``retest_line``)
-# that a re-test of the report's size passes with probability RETEST_POWER;
-# Benjamini-Hochberg over the family tested bounds the expected share of recommended
-# features for which that is false. So on fresh seeds at least RETEST_POWER x
-# (1 - FALSE_DISCOVERY_RATE) of them are expected to pass the unchanged rule again
-# (0.85 x 0.95 = 0.81). The rule itself does not change.
+# for more than the rule. From the last confirmation round, on seeds that played no part in
+# choosing its features, it estimates each one's chance that a re-test of the report's size
+# passes the unchanged rule (``retest_pass_probability``), then recommends the longest run of
+# them, in the order the stage before ranked them, whose mean chance has a one-sided lower
+# bound at PROMISE_CONFIDENCE of at least PROMISE (``promise_kept``). The runs are tested in
+# that fixed order, stopping at the first that fails, so the error of the whole sequence
+# stays at 1 - PROMISE_CONFIDENCE. So on fresh seeds at least PROMISE of the recommended are
+# expected to pass the rule again. The rule itself does not change.
 
-RETEST_POWER = 0.85
-"""Chance a recommended feature (a true discovery) passes the rule again on a re-test."""
-FALSE_DISCOVERY_RATE = 0.05
-"""Expected share of recommended features that are not true discoveries (Benjamini-Hochberg)."""
-PROMISE = RETEST_POWER * (1 - FALSE_DISCOVERY_RATE)
-"""Expected share of recommended features that pass the rule again on fresh seeds."""
+PROMISE = 0.8
+"""Share of recommended features expected to pass the rule again on a fresh re-test."""
+PROMISE_CONFIDENCE = 0.95
+"""One-sided confidence of the lower bound that must reach ``PROMISE``."""
 _Z95 = NormalDist().inv_cdf(0.975)  # the rule's two-sided 95 % interval
 
 
-def retest_line(target: float, se_retest: float) -> float:
-    """The true effect (on the measure's scale) a feature needs for a re-test whose standard
-    error is ``se_retest`` to reach ``target`` with its lower bound with probability
-    ``RETEST_POWER`` (normal approximation of the rule's interval)."""
-    return target + (_Z95 + NormalDist().inv_cdf(RETEST_POWER)) * se_retest
+def retest_pass_probability(estimate: float, se_retest: float, target: float) -> float:
+    """The chance that a re-test whose standard error is ``se_retest`` has a 95 % lower bound
+    of at least ``target`` when the true effect is ``estimate`` (normal approximation of
+    the rule's interval; 0 when it cannot be told)."""
+    if not (math.isfinite(estimate) and math.isfinite(se_retest)) or se_retest <= 0:
+        return 0.0
+    return NormalDist().cdf((estimate - target) / se_retest - _Z95)
 
 
-def promise_p_value(estimate: float, se: float, line: float) -> float:
-    """One-sided p-value of "the true effect is below ``line``" from an estimate and its
-    standard error (1.0 when either is not finite: no evidence)."""
-    if not (math.isfinite(estimate) and math.isfinite(se) and math.isfinite(line)) or se <= 0:
-        return 1.0 if not (estimate > line and se == 0) else 0.0
-    return 1.0 - NormalDist().cdf((estimate - line) / se)
+def promise_lower_bound(estimates: Sequence[float], ses: Sequence[float],
+                        se_retests: Sequence[float], targets: Sequence[float]) -> float:
+    """One-sided ``PROMISE_CONFIDENCE`` lower bound of the mean re-test pass chance of
+    features whose effects were estimated as ``estimates`` with standard errors ``ses``
+    (the delta method: each chance moves with its estimate)."""
+    if not estimates:
+        return math.nan
+    mean, var = 0.0, 0.0
+    for est, se, ser, t in zip(estimates, ses, se_retests, targets):
+        p = retest_pass_probability(est, ser, t)
+        mean += p
+        if p > 0:  # 0: not measurable, counted as failing, with no spread to add
+            var += (NormalDist().pdf((est - t) / ser - _Z95) / ser * se) ** 2
+    z = NormalDist().inv_cdf(PROMISE_CONFIDENCE)
+    return (mean - z * math.sqrt(var)) / len(estimates)
 
 
-def benjamini_hochberg(p_values: Sequence[float], q: float = FALSE_DISCOVERY_RATE) -> list[bool]:
-    """Which hypotheses Benjamini-Hochberg rejects at false-discovery rate ``q``."""
-    m = len(p_values)
-    order = sorted(range(m), key=lambda i: p_values[i])
-    k = max((r + 1 for r, i in enumerate(order) if p_values[i] <= q * (r + 1) / m), default=0)
-    keep = set(order[:k])
-    return [i in keep for i in range(m)]
+def promise_kept(estimates: Sequence[float], ses: Sequence[float],
+                 se_retests: Sequence[float], targets: Sequence[float]) -> int:
+    """How many of the features, in the order given (fixed before these estimates were
+    made), can be recommended: the longest run of the first k whose lower bound, like that
+    of every shorter run, reaches ``PROMISE``."""
+    k = 0
+    while k < len(estimates) and promise_lower_bound(
+            estimates[: k + 1], ses[: k + 1], se_retests[: k + 1], targets[: k + 1]) >= PROMISE:
+        k += 1
+    return k

@@ -8,8 +8,8 @@ each on seeds no other stage draws (``config.seeds``):
    unsteered baseline (seeds from ``rank_seed``);
 2. **confirm**: the ``n_confirm`` best again on fresh seeds (``confirm_seed``), in rounds of
    ``confirm_rounds`` samples per side, each round on seeds of its own: after a round, the
-   ``confirm_keep`` closest to their selection line go on (power where it decides), and
-   the last round's figures alone decide, over that small family, what is recommended;
+   ``confirm_keep`` likeliest to pass a re-test go on (power where it decides), and the
+   last round's figures alone decide what is recommended (``config.rules``: the promise);
 3. **report**: the recommended on ``n_report`` further fresh samples per side
    (``report_seed``), with the baselines (a random direction of the same norm, prompting):
    the figures a user is shown, never inflated by the choice.
@@ -20,7 +20,7 @@ import dataclasses
 
 from sae_steer.config.base import (StageConfig, check_number, require, require_integers,
                                    require_positive_integers)
-from sae_steer.config.rules import COST_BUDGET, FALSE_DISCOVERY_RATE
+from sae_steer.config.rules import COST_BUDGET
 from sae_steer.config.steer import SteerConfig
 
 
@@ -49,8 +49,7 @@ class SelectConfig(StageConfig):
     """Samples per side of each confirmation round, each on fresh seeds. A feature near its
     selection line needs about a thousand to be told apart from one just below it."""
     confirm_keep: int = 5
-    """Features that go on to the next round (at most): the last round's family, which the
-    false-discovery control counts."""
+    """Features that go on to the next round (at most): the last round's family."""
     confirm_seed: int = 1000
     """Seed of the confirmation samples."""
     n_report: int = 128
@@ -62,8 +61,6 @@ class SelectConfig(StageConfig):
     """A feature's "own words": the ``n_words`` tokens it fires on most in the search."""
     cost_budget: float = COST_BUDGET
     """Most text-quality cost (mean NLL increase, nats/token) a passing run may have."""
-    false_discovery_rate: float = FALSE_DISCOVERY_RATE
-    """Benjamini-Hochberg level over the confirmed family (``config.rules``)."""
     n_candidates: int = 5
     """Concept search: predictive candidates kept (besides the on-word, pre-word and
     best-aligned features)."""
@@ -91,8 +88,6 @@ class SelectConfig(StageConfig):
                 f"integers (each stage uses fresh seeds), got {seeds}")
         for name in ("cost_budget", "candidate_scale"):
             check_number(getattr(self, name), name)
-        fdr = check_number(self.false_discovery_rate, "false_discovery_rate")
-        require(0 < fdr < 1, f"false_discovery_rate must be in (0, 1), got {fdr}")
 
     @classmethod
     def for_concept(cls, **changes) -> SelectConfig:

@@ -14,7 +14,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from sae_steer.config import PROMISE, SelectConfig, SteerConfig
+from sae_steer.config import PROMISE, PROMISE_CONFIDENCE, SelectConfig, SteerConfig
 from sae_steer.config.base import is_integer
 from sae_steer.fsutil import write_json_atomic
 
@@ -24,10 +24,10 @@ class SteerabilityScreen:
     """What a selection measured: ranking rows for every candidate, confirmation rows for
     the best, report rows for the recommended. Rows are plain dicts (tables, JSON).
 
-    **What "recommended" promises** (``config.rules``): on seeds it never saw, at its
-    recommended scale, a recommended feature passes the unchanged rule again on a re-test of
-    ``config.n_report`` samples per side; over the recommended, at least ``PROMISE`` (0.81)
-    of them are expected to. Zero recommended is a result.
+    **What "recommended" promises** (``config.rules``): on seeds they never saw, at their
+    recommended scales, at least ``PROMISE`` (80 %) of the recommended features are expected
+    to pass the unchanged rule again on a re-test of ``config.n_report`` samples per side.
+    Zero recommended is a result.
     """
 
     candidates: list[int]
@@ -35,8 +35,9 @@ class SteerabilityScreen:
     stage1: dict[int, dict[str, Any]]
     """Per candidate: its best scale's ranking figures (and ``by_scale``: every scale's)."""
     confirmations: dict[int, dict[str, Any]]
-    """Per confirmed feature: its confirmation figures, ``passed`` definitions, ``p_value``
-    against its selection line and ``recommended``."""
+    """Per confirmed feature: its last round's figures, ``passed`` definitions, the
+    definition ``tested``, its chance to pass a re-test (``pass_chance``) and
+    ``recommended``."""
     config: SelectConfig
     steer: SteerConfig
     """The sampling settings (``resid_norm`` resolved: the norm every scale multiplies)."""
@@ -85,9 +86,9 @@ class SteerabilityScreen:
     @property
     def promise(self) -> str:
         """What "recommended" promises, in words."""
-        return (f"a recommended feature passes the rule again on {self.config.n_report} fresh "
-                f"samples per side at its scale; at least {PROMISE:.0%} of them are expected to "
-                f"(false-discovery rate {self.config.false_discovery_rate:g})")
+        return (f"at least {PROMISE:.0%} of recommended features are expected to pass the rule "
+                f"again on {self.config.n_report} fresh samples per side at their scale "
+                f"({PROMISE_CONFIDENCE:.0%} confidence)")
 
     def rows(self, stage: int = 1) -> list[dict[str, Any]]:
         """Table rows of stage 1 (every candidate, visiting order), 2 (confirmation) or 3

@@ -37,8 +37,8 @@ from typing import TYPE_CHECKING, Any
 from tqdm.auto import tqdm
 from torch import Tensor
 
-from sae_steer.config import (SelectConfig, SteerConfig, benjamini_hochberg, promise_p_value,
-                              sample_seeds)
+from sae_steer.config import (PROMISE, SelectConfig, SteerConfig, promise_kept,
+                              retest_pass_probability, sample_seeds)
 from sae_steer.measure.report import SteeringReport, run_reports
 from sae_steer.measure.screen_results import SteerabilityScreen
 from sae_steer.measure.sweep import sweep_of
@@ -143,7 +143,7 @@ def _plans(model: HookedTransformer, screen: SteerabilityScreen, target: Target,
                 if open_:
                     yield _Plan("confirm", open_, steer, seeds[used : used + n], round=r)
                     rows = [screen.confirmations[f] for f, _ in open_]
-                    rows = sorted((w for w in rows if w["open"]), key=lambda w: -w["z"])
+                    rows = sorted((w for w in rows if w["open"]), key=lambda w: -w["pass_chance"])
                     open_ = [(w["feature"], w["scale"]) for w in rows[: cfg.confirm_keep]]
                 used += n
                 bar.update(1)
@@ -211,32 +211,34 @@ def _picks(screen: SteerabilityScreen) -> list[tuple[int, float]]:
 def _record_confirm(screen: SteerabilityScreen, target: Target, plan: _Plan,
                     extra: Mapping[int, Mapping[str, Any]], keep_sweeps: bool) -> None:
     """A confirmation round: each feature's row, tested by the definition the stage before
-    chose (on other samples), with its p-value against its selection line, how far it
-    stands above the line (``z``) and whether it stays open (it can still be shown above
-    its line, within the cost budget)."""
+    chose (on other samples), with its chance to pass a re-test of the report's size
+    (``pass_chance``), its place in the order the stage before ranked (``order``), and
+    whether it stays open (even its upper bound's chance reaching ``PROMISE`` would do,
+    within the cost budget)."""
     cfg = screen.config
-    for (f, rel), rep in zip(plan.items, plan.reports):
+    for order, ((f, rel), rep) in enumerate(zip(plan.items, plan.reports)):
         tested = (screen.confirmations.get(f) or screen.stage1[f])["definition"]
         ev = target.evidence(rep.vs_unsteered, f, tested, len(plan.seeds), cfg.n_report)
-        est, se, line = ev["estimate"], ev["se"], ev["line"]
-        z = (est - line) / se if se > 0 else -math.inf  # NaN (not measured) compares False
         row = {**_row(target, rep, rel, cfg.cost_budget), **extra.get(f, {}), "round": plan.round,
-               "tested": tested, "line": line, "z": z if z == z else -math.inf,
-               "p_value": promise_p_value(est, se, line)}
-        row["open"] = bool(est + _Z95 * se >= line) and row["nll_cost"] <= cfg.cost_budget
+               "order": order, "tested": tested, **{f"test_{k}": v for k, v in ev.items()},
+               "pass_chance": retest_pass_probability(ev["estimate"], ev["se_retest"], ev["target"])}
+        best = retest_pass_probability(ev["estimate"] + _Z95 * ev["se"], ev["se_retest"], ev["target"])
+        row["open"] = best >= PROMISE and row["nll_cost"] <= cfg.cost_budget
         screen.confirmations[f] = row
 
 
 def _decide(screen: SteerabilityScreen) -> None:
-    """Benjamini-Hochberg over the last round's family: which are recommended."""
+    """The promise (``config.rules``) over the last round's features, in the order the round
+    before ranked them: the longest run whose mean re-test chance keeps it is recommended."""
     rows = screen.confirmations
     last = max((r["round"] for r in rows.values()), default=0)
-    family = [r for r in rows.values() if r["round"] == last]
-    found = benjamini_hochberg([r["p_value"] for r in family], screen.config.false_discovery_rate)
+    family = sorted((r for r in rows.values() if r["round"] == last), key=lambda r: r["order"])
+    k = promise_kept(*([r[f"test_{key}"] for r in family]
+                       for key in ("estimate", "se", "se_retest", "target")))
     for row in rows.values():
         row["recommended"] = False
-    for row, ok in zip(family, found):
-        row["recommended"] = bool(ok and row["passed"])
+    for row in family[:k]:
+        row["recommended"] = bool(row["passed"])
     screen.meta["recommended"] = screen.confirmed
 
 

@@ -16,8 +16,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sae_steer.config import (COST_BUDGET, FIRES_GAIN_TARGET, LIFT_TARGET, best_scale, passes,
-                              retest_line)
+from sae_steer.config import COST_BUDGET, FIRES_GAIN_TARGET, LIFT_TARGET, best_scale, passes
 from sae_steer.measure.sides import Comparison
 
 DEFINITIONS = ("own firing", "own words", "concept")
@@ -122,16 +121,14 @@ class Target:
     def evidence(self, cmp: Comparison, feature: int, definition: str, n: int,
                  n_retest: int) -> dict[str, float]:
         """What the promise needs from ``definition`` measured on ``n`` samples: the
-        estimate and its standard error on the test scale, and the selection line a re-test
-        on ``n_retest`` samples must be expected to clear (``config.rules.retest_line``);
-        NaN where the definition could not be measured."""
+        estimate and its standard error on the test scale (the lift's logarithm), the
+        standard error a re-test on ``n_retest`` samples would have, and the threshold on
+        that scale; NaN where the definition could not be measured."""
         m = self.measures(cmp, feature).get(definition)
-        if m is None:
-            return {"estimate": math.nan, "se": math.nan, "line": math.nan}
-        est, se = _test_scale(definition, m, cmp, feature)
+        est, se = _test_scale(definition, m, cmp, feature) if m is not None else (math.nan,) * 2
         target = THRESHOLDS[definition]
-        target = target if definition == "own firing" else math.log(target)
-        return {"estimate": est, "se": se, "line": retest_line(target, se * math.sqrt(n / n_retest))}
+        return {"estimate": est, "se": se, "se_retest": se * math.sqrt(n / n_retest),
+                "target": target if definition == "own firing" else math.log(target)}
 
 
 def _test_scale(definition: str, m: Any, cmp: Comparison, feature: int) -> tuple[float, float]:

@@ -55,7 +55,7 @@ def test_confirmation_takes_the_best_and_records_definitions(screen):
     for row in screen.confirmations.values():
         assert row["n_samples"] in CFG.confirm_rounds
         assert set(row["passed"]) <= {"own firing", "own words"}
-        assert 0.0 <= row["p_value"] <= 1.0 and isinstance(row["recommended"], bool)
+        assert 0.0 <= row["pass_chance"] <= 1.0 and isinstance(row["recommended"], bool)
         assert row["tested"] in ("own firing", "own words")
     last = [f for f, r in screen.confirmations.items() if r["round"] == 1]
     assert len(last) <= CFG.confirm_keep  # the family the last round tests

@@ -1,6 +1,7 @@
 """The selection engine with a target whose effect is known: a feature wired to fire when
 steered is recommended, one wired to do nothing is not, and one that steers just above the
-rule's line (so a re-test would often fail) is not recommended either."""
+rule's line (so a re-test would often fail) is not recommended either; and the promise's
+arithmetic (``config.rules``) on known values."""
 from __future__ import annotations
 
 import random
@@ -8,8 +9,8 @@ import random
 import pytest
 
 from builders import make_sae
-from sae_steer.config import (FIRES_GAIN_TARGET, RETEST_POWER, SelectConfig, SteerConfig,
-                              benjamini_hochberg, promise_p_value, retest_line, sample_seeds)
+from sae_steer.config import (FIRES_GAIN_TARGET, PROMISE, SelectConfig, SteerConfig, promise_kept,
+                              promise_lower_bound, retest_pass_probability, sample_seeds)
 from sae_steer.measure import Target
 from sae_steer.measure.report import Control, SteeringReport
 from sae_steer.measure.sides import SideStats, compare
@@ -64,14 +65,15 @@ def wired(monkeypatch):
 def test_the_wired_feature_is_recommended_and_the_dead_one_is_not(tiny_model, wired):
     from sae_steer.measure import select_features
 
-    cfg = SelectConfig(scales=(0.5,), n_rank=8, n_confirm=3, confirm_rounds=(128, 384))
+    cfg = SelectConfig(scales=(0.5,), n_rank=8, n_confirm=3, confirm_rounds=(128, 384),
+                       confirm_keep=2)
     screen = select_features(tiny_model, make_sae(), [WIRED, DEAD, NEAR], Target.own_firing(),
                              cfg, SteerConfig(resid_norm=1.0), progress=False)
     assert screen.recommended(1) == [WIRED] == screen.confirmed
     assert DEAD not in screen.confirmed and NEAR not in screen.confirmed
-    # the near-line feature passes the rule once, but cannot promise a re-test
-    near = screen.confirmations[NEAR]
-    assert near["p_value"] > cfg.false_discovery_rate
+    # the near-line feature may pass the rule once, but a re-test would mostly fail
+    assert screen.confirmations[NEAR]["pass_chance"] < 0.5
+    assert screen.confirmations[WIRED]["pass_chance"] > 0.99
     # the figures shown come from the report stage, on its own seeds
     report = screen.reports[WIRED]
     assert report["recommended"] and report["n_samples"] == cfg.n_report
@@ -91,22 +93,24 @@ def test_nothing_recommended_is_said_plainly(tiny_model, wired):
         assert screen.recommended(3) == []
 
 
-def test_the_selection_line_is_what_a_retest_needs():
-    """A true gain at the line passes a re-test's lower bound with the promised power."""
-    import statistics
-
+def test_a_retest_pass_chance_follows_the_rules_interval():
+    """At a true gain of target + 1.96 se a re-test's lower bound sits on the target half the
+    time; far above, it almost always clears it; nothing measured, never."""
     se = 0.044  # a paired fire-rate difference near 0.5 on 128 samples
-    line = retest_line(FIRES_GAIN_TARGET, se)
-    z = statistics.NormalDist()
-    assert 1 - z.cdf((FIRES_GAIN_TARGET + 1.959964 * se - line) / se) == pytest.approx(RETEST_POWER,
-                                                                            abs=1e-4)
-    assert promise_p_value(line, se, line) == pytest.approx(0.5)
-    assert promise_p_value(line + 3 * se, se, line) < 0.01
-    assert promise_p_value(float("nan"), se, line) == 1.0
+    at_line = FIRES_GAIN_TARGET + 1.959964 * se
+    assert retest_pass_probability(at_line, se, FIRES_GAIN_TARGET) == pytest.approx(0.5, abs=1e-4)
+    assert retest_pass_probability(0.5, se, FIRES_GAIN_TARGET) > 0.99
+    assert retest_pass_probability(float("nan"), se, FIRES_GAIN_TARGET) == 0.0
 
 
-def test_benjamini_hochberg_known_values():
-    # m = 4 at q = 0.1: the thresholds are 0.025, 0.05, 0.075, 0.1
-    assert benjamini_hochberg([0.01, 0.04, 0.2, 0.07], 0.1) == [True, True, False, True]
-    assert benjamini_hochberg([0.06, 0.2], 0.1) == [False, False]  # 0.06 > 0.05, 0.2 > 0.1
-    assert benjamini_hochberg([], 0.1) == []
+def test_the_promise_takes_the_longest_run_that_keeps_it():
+    t, ser = FIRES_GAIN_TARGET, 0.044
+    strong, weak = (0.55, 0.015), (0.33, 0.015)
+    # one strong feature: its chance is near 1, well measured
+    assert promise_lower_bound([strong[0]], [strong[1]], [ser], [t]) > PROMISE
+    # strong, strong, weak: the run of two keeps the promise, the run of three does not
+    ests, ses = [strong[0], strong[0], weak[0]], [strong[1], strong[1], weak[1]]
+    assert promise_kept(ests, ses, [ser] * 3, [t] * 3) == 2
+    # a weak one first stops the run at once, whatever follows (the order is fixed)
+    assert promise_kept([weak[0], strong[0]], [weak[1], strong[1]], [ser] * 2, [t] * 2) == 0
+    assert promise_kept([], [], [], []) == 0
