@@ -12,8 +12,9 @@ SAE:
 2. **The screen.** Every alive feature, in output-score order, at the default
    ``SelectConfig``: ranked, the best confirmed in rounds on fresh seeds, the recommended
    (the longest run of the last round's features whose mean chance to pass a re-test
-   keeps the promise of ``config.rules``) reported on further fresh seeds beside a random direction, prompting and the wrong-way share. ``RESULT
-   n_recommended``, the report stage's means (``fires_gain_recommended``,
+   keeps the promise of ``config.rules``) reported on further fresh seeds beside a random
+   direction, prompting and the wrong-way share. ``RESULT n_recommended``, the report
+   stage's means (``fires_gain_recommended``,
    ``prompt_gain_recommended``, ``wrong_way_recommended``) and each stage's seconds.
 3. **Does "recommended" keep its promise?** Every recommended feature at its recommended
    scale, re-tested by the unchanged rule on three seed sets no stage draws from
