@@ -17,9 +17,21 @@ from sae_steer.render import render_blocks, render_html, table_html
 
 __all__ = ["card_html", "card_text", "concept_feature_report", "feature_text",
            "features_table_html", "generations_html", "interesting_features_html",
-           "matches_html", "rescored_blocks", "rescored_html", "table_html"]
+           "matches_html", "note_html", "rescored_blocks", "rescored_html", "table_html"]
 from sae_steer.steer import Generation
 from sae_steer.ui.plots import card_histogram, figure_png_uri
+
+
+def note_html(note: str | None) -> str:
+    """A note the library has for the reader (e.g. ``screen.note(n)``: fewer recommended
+    than asked for) as a boxed paragraph; None: nothing to say, an empty string.
+
+    A writeup shows what a script would get as a warning, where the reader looks, not on
+    stderr."""
+    if not note:
+        return ""
+    return (f'<p class="sae-note" style="border-left: 4px solid #d90; padding: 0.4em 0.8em; '
+            f'background: #fff8e6"><b>Note:</b> {html.escape(note)}</p>')
 
 
 def rescored_blocks(r: Rescored) -> str:
