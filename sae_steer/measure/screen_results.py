@@ -61,6 +61,8 @@ class SteerabilityScreen:
     """The report stage's ``SteeringReport`` per feature (this session only: not saved)."""
     sweeps: dict[int, Any] = dataclasses.field(default_factory=dict, repr=False, compare=False)
     """The ranking stage's ``Sweep`` per candidate, when kept (this session only)."""
+    scores: Any = dataclasses.field(default=None, repr=False, compare=False)
+    """The ``FeatureScores`` that ordered the candidates, when known (this session only)."""
 
     @property
     def confirmed(self) -> list[int]:

@@ -15,11 +15,18 @@ from sae_steer.inspect import (Excerpt, FeatureCard, FeatureSearch, feature_card
 from sae_steer.measure import Rescored, rescore
 from sae_steer.render import render_blocks, render_html, table_html
 
-__all__ = ["card_html", "card_text", "concept_feature_report", "concept_report_text", "feature_text",
-           "features_table_html", "generations_html", "interesting_features_html",
+__all__ = ["card_html", "card_text", "columns_html", "concept_feature_report", "concept_report_text",
+           "feature_text", "features_table_html", "generations_html", "interesting_features_html",
            "matches_html", "note_html", "rescored_blocks", "rescored_html", "table_html"]
 from sae_steer.steer import Generation
 from sae_steer.ui.plots import card_histogram, figure_png_uri
+
+
+def columns_html(*parts: str) -> str:
+    """HTML parts side by side in equal columns that shrink with the window (never wider
+    than the page)."""
+    cells = "".join(f"<div style='flex:1; min-width:0'>{p}</div>" for p in parts)
+    return f"<div style='display:flex; gap:2em'>{cells}</div>"
 
 
 def note_html(note: str | None) -> str:

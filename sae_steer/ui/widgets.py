@@ -77,7 +77,8 @@ class SteeringPanel:
     """Interactive steering for one model + SAE. Display it as the last line of a cell.
 
     ``search`` (a ``FeatureSearch``) adds each feature's top words and the ``max_act`` scale
-    unit; ``scores`` (``feature_scores(model, sae, search=search)``) adds output scores;
+    unit; ``scores`` (``feature_scores(model, sae, search=search)``; default: those that
+    ordered the screen's candidates) adds output scores;
     ``screen`` (``screen_features(model, sae, search)``) fills the dropdown with the features
     it recommended, each at its recommended scale. ``scale`` is in ``scale_unit`` (e.g.
     ``scale=0.5, scale_unit="relative"``: half the typical residual norm). ``scale_range``
@@ -93,6 +94,8 @@ class SteeringPanel:
         scores: FeatureScores | None = None, screen: SteerabilityScreen | None = None,
         cfg: SteerConfig | None = None, **settings: Any,
     ):
+        if scores is None and screen is not None:
+            scores = screen.scores  # what ordered the screen's candidates (None when loaded)
         self.model, self.sae, self.search, self.scores = model, sae, search, scores
         self.screen = screen
         self.cfg = steer_config(cfg, **settings)

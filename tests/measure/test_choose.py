@@ -208,6 +208,7 @@ def test_steer_concept_ranks_confirms_and_reports_on_disjoint_seeds(tiny_model, 
     row_out = result.row()
     assert row_out["direction_lift"] == pytest.approx(ref.vs_unsteered.lift.value, nan_ok=True)
     assert result.choice.sweep.scales == [0.3] and result.relative_scale == 0.3
+    assert result.candidates.best() == {"fires on it": 4, "predicts it": 4}
     summary = result.summary_row()  # the writeup's columns, read from the same report
     assert summary["feature"] == result.choice.feature and summary["scale (× norm)"] == 0.3
     assert summary["lift 95% low"] == row_out["lift_lo"] or math.isnan(row_out["lift_lo"])

@@ -170,6 +170,10 @@ def test_a_screen_that_recommended_nothing_says_so(tok_model, found):
     assert panel.steerable.disabled
     assert "recommended no feature; nearest miss: 5" in panel.steerable.options[0][0]
     assert panel.steerable.label == panel.steerable.options[0][0]  # shown, not a blank box
+    assert panel.scores is None and "output score" not in panel.rows[0].info.value
+    screen.scores = scores  # a screen from this session knows what ordered its candidates
+    panel = SteeringPanel(tok_model, sae, feature=1, scale=2.0, search=search, screen=screen)
+    assert panel.info.scores is scores and "output score" in panel.rows[0].info.value
 
 
 def test_a_second_and_third_feature_each_with_its_own_scale(rich):
