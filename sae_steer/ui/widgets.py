@@ -186,15 +186,20 @@ class SteeringPanel:
         """(min, max, step, default) of the scale slider in ``unit``; the default is the scale
         the panel was given when it was given in this unit."""
         given_unit, given = self._given
-        if unit != "absolute":
-            lo, hi, step, default = UNIT_RANGES[unit]
-        elif self._scale_range is None:
-            lo, hi, step = self.absolute_range(feature)
+        if unit == given_unit:
+            default = given
+        elif unit == "absolute":  # the relative slider's default push, in absolute units
             default = round(self.steerer.to_absolute(UNIT_RANGES["relative"][3], feature), 1)
         else:
+            default = UNIT_RANGES[unit][3]
+        if unit != "absolute":
+            lo, hi, step, _ = UNIT_RANGES[unit]
+        elif self._scale_range is None:
+            lo, hi, step = self.absolute_range(feature)
+        else:
             lo, hi, *steps = self._scale_range
-            step, default = steps[0] if steps else 0.1, 0.0
-        return lo, hi, step, given if unit == given_unit else default
+            step = steps[0] if steps else 0.1
+        return lo, hi, step, default
 
     def _change_unit(self, change: Any) -> None:
         lo, hi, step, default = self._range(change["new"], int(self.feature.value))
