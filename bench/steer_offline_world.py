@@ -52,8 +52,9 @@ def main() -> None:
 
     # after torch.set_num_threads: importing the library builds nothing, but keep it cheap
     from sae_steer import (SteerConfig, load_model, load_texts, planted_concepts, reference_sae,
-                           steer_concept, typical_resid_norm)
+                           steer_concept)
     from sae_steer.config import LIFT_TARGET, SelectConfig
+    from sae_steer.steer import typical_resid_norm
     from sae_steer.render import table_text
 
     start = time.perf_counter()

@@ -17,7 +17,8 @@ __version__ = "0.2.0"
 
 # public name -> module that defines it. The names a notebook needs, and no more (<= 25):
 # everything else is imported from its stage folder (``sae_steer.steer.steering``,
-# ``sae_steer.measure.Concept``, ``sae_steer.config.SAEConfig``...), rendering from
+# ``sae_steer.measure.Concept``, ``sae_steer.config.SAEConfig``, ``sae_steer.steer.
+# typical_resid_norm``...), rendering from
 # ``sae_steer.ui``. tests/test_public_api.py holds the count and the notebooks to it.
 _EXPORTS: dict[str, str] = {
     # models and text
@@ -30,6 +31,7 @@ _EXPORTS: dict[str, str] = {
     "SelectConfig": "config",
     # the SAE and its training
     "SAE": "sae.model",
+    "random_features": "sae.draw",
     "load_or_train": "train.pipeline",
     "reference_training": "train.pipeline",
     "reference_sae": "train.pipeline",
@@ -37,12 +39,9 @@ _EXPORTS: dict[str, str] = {
     # inspection
     "load_or_search": "inspect.search",
     "concept_matches": "inspect.groundtruth",
-    # steering: samples, directions and scale units
+    # steering: samples; the Steerer owns directions, the typical norm and scale units
+    "Steerer": "steer.steerer",
     "generate_steered": "steer.steerer",
-    "steering_direction": "steer.hooks",
-    "to_absolute_scale": "steer.hooks",
-    "to_relative_scale": "steer.hooks",
-    "typical_resid_norm": "steer.generate",
     # measuring: re-scoring, reports, candidates, scores, the screen, the concept search
     "rescore": "measure.rescore",
     "steering_report": "measure.report",

@@ -19,7 +19,7 @@ from __future__ import annotations
 import html
 import math
 import numbers
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 BLOCKS = "▁▂▃▄▅▆▇█"
@@ -134,11 +134,20 @@ reader gets the reason, not ``inf``. Display only: computed values and JSON keep
 
 def format_value(value: Any, digits: int = 3) -> str:
     """A table cell: a float to ``digits`` significant digits, inf/NaN as :data:`NON_FINITE`,
-    anything else (ints, bools, strings) as ``str(value)``."""
+    a list, tuple or set as its items in words (``own firing, own words``; empty: ``none``),
+    a dict as ``key value`` pairs, anything else (ints, bools, strings) as ``str(value)``.
+
+    A reader sees values, never a Python repr such as ``['own firing']``.
+    """
     # numbers.Real also covers numpy floats; Integral excludes ints and bools
     if isinstance(value, numbers.Real) and not isinstance(value, numbers.Integral):
         value = float(value)
         return f"{value:.{digits}g}" if math.isfinite(value) else NON_FINITE
+    if isinstance(value, Mapping):
+        value = [f"{k} {format_value(v, digits)}" for k, v in value.items()]
+    if isinstance(value, (list, tuple, set, frozenset)):
+        items = sorted(value, key=str) if isinstance(value, (set, frozenset)) else value
+        return ", ".join(format_value(v, digits) for v in items) or "none"
     return str(value)
 
 

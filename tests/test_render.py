@@ -108,6 +108,14 @@ def test_finite_values_keep_their_format(value, digits, text):
     assert format_value(value, digits) == text
 
 
+@pytest.mark.parametrize("value, text", [
+    (["own firing", "own words"], "own firing, own words"), ([], "none"), ((0.25, 1 / 3), "0.25, 0.333"),
+    ({"b", "a"}, "a, b"), ({"lift": 2.0, "cost": math.inf}, f"lift 2, cost {NON_FINITE}")])
+def test_collections_read_as_words_not_reprs(value, text):
+    assert format_value(value) == text
+    assert re.findall(r"<td>(.*?)</td>", table_html([{"passed": value}])) == [text]
+
+
 def test_tables_share_the_non_finite_rule():
     rows = [{"concept": "quote", "lift": math.inf, "lift 95% low": 1.44},
             {"concept": "danger", "lift": math.nan, "lift 95% low": 0.0}]

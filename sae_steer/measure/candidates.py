@@ -125,6 +125,11 @@ class ConceptCandidates:
     """``[d_model]`` the concept's context direction at the hook, unit norm (None: the
     texts hold no concept start)."""
 
+    def best(self) -> dict[str, int]:
+        """The two features a reader compares first, by role: the one that fires on the
+        concept's words and the one whose decoder row best predicts them."""
+        return {"fires on it": self.on_word, "predicts it": self.predictive[0]}
+
 
 @torch.no_grad()
 def concept_candidates(

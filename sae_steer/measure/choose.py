@@ -94,6 +94,23 @@ class ConceptResult:
             "recommended": self.recommended, "target_met": self.target_met,
         }
 
+    def summary_row(self) -> dict[str, Any]:
+        """The writeup's summary of ``row()``: the pick, its lift and cost, and what a random
+        direction, the context direction and the on-word feature did beside it."""
+        r, d = self.report, self.direction
+        return {"concept": self.choice.concept, "feature": self.choice.feature,
+                "kind": self.choice.kind, "scale (× norm)": self.relative_scale,
+                "lift": r.lift.value, "lift 95% low": r.lift.lo,
+                "events (steered / unsteered)": f"{r.lift.numerator} / {r.lift.denominator}",
+                "NLL cost": r.nll_cost.value,
+                "random direction: lift 95% high": (r.control.vs_unsteered.lift.hi
+                                                    if r.control is not None else math.nan),
+                "context direction: lift": d.vs_unsteered.lift.value if d is not None else math.nan,
+                "context direction: lift 95% low": (d.vs_unsteered.lift.lo if d is not None
+                                                    else math.nan),
+                "on-word feature fire-rate gain (95% low)": r.fires_gain[self.candidates.on_word].lo,
+                "target met": self.target_met}
+
 
 def _direction_row(direction: Control | None) -> dict[str, Any]:
     lift = direction.vs_unsteered.lift if direction is not None else None

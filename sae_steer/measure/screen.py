@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sae_steer.config import SelectConfig, SteerConfig, steer_config
+from sae_steer.config.base import is_integer
 from sae_steer.fingerprint import model_fingerprint, sae_fingerprint
 from sae_steer.fsutil import cache_dir
 from sae_steer.inspect import FeatureSearch
@@ -70,32 +71,35 @@ def screen_cache_path(model: HookedTransformer, sae: Any, search: FeatureSearch,
 
 
 def _candidates(model: HookedTransformer, sae: Any, search: FeatureSearch, features: Any,
-                scores: Any, norm: float, progress: bool) -> tuple[list[int], dict[int, float]]:
-    if features is None:
-        pool = search.alive()
-    else:
-        pool = list(dict.fromkeys(int(f) for f in features))
-        for f in pool:
-            search.check_feature(f)
+                scores: Any, norm: float, progress: bool) -> tuple[list[int], Any]:
+    """The features to screen in output-score order, and the scores that ordered them."""
+    count = is_integer(features)
+    if count and features < 1:
+        raise ValueError(f"features must be feature indices or a positive count, got {features!r}")
+    pool = search.alive() if features is None or count else list(dict.fromkeys(int(f) for f in features))
+    for f in pool if features is not None and not count else ():
+        search.check_feature(f)  # before any scoring: a bad index fails at once
     if not pool:
         raise ValueError("no feature to screen: the search saw none fire")
     if scores is None:
         scores = feature_scores(model, sae, search=search, resid_norm=norm, progress=progress)
+    if count:  # the top ones by output score among the alive
+        pool = scores.top(int(features), alive=search.density > 0)
     out = scores.output_score
-    ordered = sorted(pool, key=lambda f: (-float(out[f]), f))
-    return ordered, {f: float(out[f]) for f in ordered}
+    return sorted(pool, key=lambda f: (-float(out[f]), f)), scores
 
 
 def screen_features(
     model: HookedTransformer, sae: Any, search: FeatureSearch, cfg: SelectConfig | None = None,
-    steer: SteerConfig | None = None, *, features: Sequence[int] | None = None,
+    steer: SteerConfig | None = None, *, features: Sequence[int] | int | None = None,
     scores: Any = None, path: str | os.PathLike | None = None, progress: bool = True,
 ) -> SteerabilityScreen:
     """Screen the alive features of ``search`` (or ``features``) for steering: rank them,
     confirm the best on fresh seeds, report the recommended on further fresh seeds beside
     a random direction and prompting (``select.py``). Returns a ``SteerabilityScreen``:
     ``.recommended(n)`` lists recommended features, ``.scale(f)`` their relative scale,
-    ``.promise`` what recommended means.
+    ``.promise`` what recommended means. ``features``: feature indices, or a count n (the
+    top n alive features by output score); None: every alive feature.
 
     ``cfg``: how much to measure (``SelectConfig``); ``steer``: how samples are drawn
     (prompt, length, temperature, positions; scales are always relative to the typical
@@ -109,13 +113,15 @@ def screen_features(
     steerer = Steerer.for_config(model, sae, steer_config(steer))
     steer = steer_config(steer, scale_unit="relative", resid_norm=steerer.resid_norm,
                          mode="decoder_row")
-    candidates, output = _candidates(model, sae, search, features, scores, steerer.resid_norm,
+    candidates, scores = _candidates(model, sae, search, features, scores, steerer.resid_norm,
                                      progress)
     path = Path(path) if path is not None else screen_cache_path(model, sae, search, cfg, steer,
                                                                  candidates)
     target = steerability_target(model, search, candidates, steer, cfg.n_words)
     screen = select_features(model, sae, candidates, target, cfg, steer, path=path,
-                             extra={f: {"output_score": output[f]} for f in candidates},
+                             extra={f: {"output_score": float(scores.output_score[f])}
+                                    for f in candidates},
                              progress=progress)
     screen.meta["model"] = model_name(model)
+    screen.scores = scores
     return screen

@@ -19,6 +19,18 @@ from sae_steer.config.base import is_integer
 from sae_steer.fsutil import write_json_atomic
 
 
+# The columns a summary table shows per stage (``summary_rows``); ``rows`` keeps them all.
+SUMMARY_COLUMNS = {
+    1: ("feature", "words", "scale", "fires_gain", "fires_gain_lo", "lift", "lift_lo", "nll_cost",
+        "passed", "output_score"),
+    2: ("feature", "words", "scale", "round", "n_samples", "fires_unsteered", "fires_steered",
+        "fires_gain", "fires_gain_lo", "lift", "lift_lo", "nll_cost", "p_value", "passed",
+        "recommended", "output_score"),
+    3: ("feature", "scale", "fires_unsteered", "fires_steered", "fires_gain", "fires_gain_lo",
+        "prompt_fires_gain", "control_fires_gain", "wrong_way", "nll_cost", "recommended"),
+}
+
+
 @dataclasses.dataclass
 class SteerabilityScreen:
     """What a selection measured: ranking rows for every candidate, confirmation rows for
@@ -50,6 +62,8 @@ class SteerabilityScreen:
     """The report stage's ``SteeringReport`` per feature (this session only: not saved)."""
     sweeps: dict[int, Any] = dataclasses.field(default_factory=dict, repr=False, compare=False)
     """The ranking stage's ``Sweep`` per candidate, when kept (this session only)."""
+    scores: Any = dataclasses.field(default=None, repr=False, compare=False)
+    """The ``FeatureScores`` that ordered the candidates, when known (this session only)."""
 
     @property
     def confirmed(self) -> list[int]:
@@ -61,23 +75,60 @@ class SteerabilityScreen:
         """Up to ``n`` recommended features, best first. Fewer than ``n`` (or none) when
         fewer were recommended; then a warning says so and names the nearest misses."""
         out = self.confirmed[:_count(n)]
-        if len(out) < n:
-            misses = ", ".join(f"{r['feature']} (gain {r['fires_gain']:+.2f} "
-                               f"[{r['fires_gain_lo']:+.2f}], words {_fmt(r['lift'])}x "
-                               f"[{_fmt(r['lift_lo'])}])" for r in self.nearest_misses(3))
-            warnings.warn(f"only {len(out)} of {len(self.candidates)} screened features are "
-                          f"recommended (asked for {n}); nearest misses: {misses or 'none'}",
-                          stacklevel=2)
+        note = self.note(n)
+        if note is not None:
+            warnings.warn(note, stacklevel=2)
         return out
+
+    def note(self, n: int = 10) -> str | None:
+        """What ``recommended(n)`` warns about, as text to show (None: ``n`` were recommended)."""
+        found = len(self.confirmed[:_count(n)])
+        if found >= n:
+            return None
+        misses = ", ".join(f"{r['feature']} (gain {r['fires_gain']:+.2f} "
+                           f"[{r['fires_gain_lo']:+.2f}], words {_fmt(r['lift'])}x "
+                           f"[{_fmt(r['lift_lo'])}])" for r in self.nearest_misses(3))
+        return (f"only {found} of {len(self.candidates)} screened features are recommended "
+                f"(asked for {n}); nearest misses: {misses or 'none'}")
+
+    def shown(self, n: int = 10) -> list[tuple[int, float, str]]:
+        """Up to ``n`` features to show, as ``(feature, relative scale, status)``: the
+        recommended ones (status ``"recommended"``), else, when there are none, the nearest
+        misses at the scale they were confirmed at (``"nearest miss"``), so a reader sees what
+        "almost" looks like. No warning: ``note(n)`` says what is missing."""
+        if self.confirmed:
+            return [(f, self.scale(f), "recommended") for f in self.confirmed[:_count(n)]]
+        return [(int(r["feature"]), float(r["scale"]), "nearest miss")
+                for r in self.nearest_misses(n)]
+
+    @property
+    def summary(self) -> str:
+        """One sentence: how many were ranked, confirmed and recommended, and the promise."""
+        rounds = ", ".join(str(k) for k in self.config.confirm_rounds)
+        return (f"{len(self.stage1)} of {len(self.candidates)} candidate features ranked; "
+                f"{len(self.confirmations)} confirmed in rounds of {rounds} fresh samples per "
+                f"side; {len(self.confirmed)} recommended: {self.promise}")
+
+    def summary_rows(self, stage: int = 2) -> list[dict[str, Any]]:
+        """``rows(stage)`` cut to the columns a reader needs (``SUMMARY_COLUMNS``); the
+        confirmation's rows strongest first."""
+        rows = self.rows(stage)
+        if stage == 2:
+            rows = sorted(rows, key=lambda r: -r["strength"])
+        return [{k: r[k] for k in SUMMARY_COLUMNS[stage] if k in r} for r in rows]
 
     def nearest_misses(self, n: int = 5) -> list[dict[str, Any]]:
         """The confirmed-stage features not recommended, closest to passing first."""
         missed = [r for r in self.confirmations.values() if not r.get("recommended")]
         return sorted(missed, key=lambda r: -r["strength"])[:_count(n)]
 
-    def scale(self, feature: int) -> float:
-        """The recommended relative scale of ``feature`` (x the typical residual norm)."""
+    def scale(self, feature: int, near_miss: bool = False) -> float:
+        """The recommended relative scale of ``feature`` (x the typical residual norm).
+        ``near_miss=True`` also answers for a confirmed feature that was not recommended: the
+        scale it was confirmed at."""
         row = self.confirmations.get(int(feature))
+        if row is not None and near_miss:
+            return float(row["scale"])
         if row is None or not row.get("recommended"):
             raise ValueError(f"feature {feature} is not recommended by this screen; "
                              f"recommended: {self.confirmed[:10]}")

@@ -6,12 +6,14 @@ multiple of the feature's max activation in a search (``SCALE_UNITS``). The typi
 is a derived value (principle 13): measured once, by ``typical_resid_norm`` on the model's
 own samples, or given by the user (``SteerConfig.resid_norm``). Every sampler, sweep,
 choice, candidate ranking, score and panel asks a ``Steerer`` for it, so they all push by
-the same amount for the same relative scale.
+the same amount for the same relative scale. A measured norm is kept per (model, hook), so
+a second ``Steerer`` of the same model need not sample again.
 """
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping
+import weakref
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -24,8 +26,26 @@ from sae_steer.lm import check_sae_fits
 from sae_steer.steer.generate import (Generation, _draw, _finish, _positions_gate, _sample,
                                       typical_resid_norm)
 from sae_steer.steer.hooks import (Positions, SteeringStats, feature_scales, steered,
-                                   steering_direction, to_relative_scale)
+                                   steering_direction, to_absolute_scale, to_relative_scale)
 from sae_steer.steer.units import to_absolute_scales
+
+# model -> {(hook, weights' version): measured typical norm}. Weak keys: a cached norm never
+# keeps a model alive. The version sums the parameters' in-place-edit counters, so a model
+# trained or edited in place is measured again rather than answered with its old norm.
+_NORMS: weakref.WeakKeyDictionary[Any, dict[tuple[str, int], float]] = weakref.WeakKeyDictionary()
+
+
+def _weights_version(model: Any) -> int:
+    return sum(p._version for p in model.parameters())  # torch's per-tensor edit counter
+
+
+def measured_resid_norm(model: HookedTransformer, hook_name: str) -> float:
+    """``typical_resid_norm(model, hook_name)`` measured once per (model, hook, weights)."""
+    cache = _NORMS.setdefault(model, {})
+    key = (hook_name, _weights_version(model))
+    if key not in cache:
+        cache[key] = typical_resid_norm(model, hook_name)
+    return cache[key]
 
 
 class Steerer:
@@ -34,8 +54,8 @@ class Steerer:
 
     ``hook_name``: default the SAE's own (checked against the model). ``max_act``: the
     features' max activations (``search.max_act``) for the ``max_act`` unit. ``resid_norm``:
-    the user's typical residual norm (pass ``cfg.resid_norm``); None: measured on first use
-    with ``typical_resid_norm(model, hook_name)`` and kept.
+    the user's typical residual norm (an override nobody has to pass); None: measured on
+    first use with ``typical_resid_norm(model, hook_name)``, once per model and hook.
     """
 
     def __init__(self, model: HookedTransformer, sae: Any, hook_name: str | None = None, *,
@@ -57,8 +77,13 @@ class Steerer:
     def resid_norm(self) -> float:
         """Typical residual norm at the hook: the user's, else measured once and cached."""
         if self._resid_norm is None:
-            self._resid_norm = typical_resid_norm(self.model, self.hook_name)
+            self._resid_norm = measured_resid_norm(self.model, self.hook_name)
         return self._resid_norm
+
+    def direction(self, feature: int, mode: str = "decoder_row") -> Float[Tensor, " d_model"]:
+        """The vector added per unit of absolute scale: ``W_dec[i]`` (``decoder_row``), or
+        ``decode(onehot_i) = W_dec[i] + b_dec`` (``decoder_onehot``, the pitfall)."""
+        return steering_direction(self.sae, feature, mode)
 
     def absolute(self, scales: Mapping[int, float], unit: str,
                  mode: str = "decoder_row") -> dict[int, float]:
@@ -82,8 +107,25 @@ class Steerer:
 
     def relative(self, absolute: float, feature: int, mode: str = "decoder_row") -> float:
         """Inverse for one feature: its steering vector's norm over the typical norm."""
-        return to_relative_scale(absolute, self.resid_norm,
-                                 steering_direction(self.sae, feature, mode))
+        return to_relative_scale(absolute, self.resid_norm, self.direction(feature, mode))
+
+    def to_absolute(self, relative: float, feature: int, mode: str = "decoder_row") -> float:
+        """One feature's absolute scale whose vector is ``relative`` x the typical norm."""
+        return to_absolute_scale(relative, self.resid_norm, self.direction(feature, mode))
+
+    def scale_rows(self, features: Mapping[str, int] | Sequence[int], absolute: float,
+                   relative: float) -> list[dict[str, Any]]:
+        """A table row per feature: its decoder row's norm, ``absolute`` in x the typical
+        norm, and ``relative`` x norm as an absolute scale. ``features``: indices, or
+        ``{role: feature}`` (the role becomes the first column)."""
+        named = features.items() if isinstance(features, Mapping) else [(None, f) for f in features]
+        rows = []
+        for role, f in named:
+            row = {} if role is None else {"role": role}
+            rows.append({**row, "feature": int(f), "|W_dec[i]|": float(self.direction(f).norm()),
+                         f"scale {absolute:g} as × norm": self.relative(absolute, f),
+                         f"{relative:g}× norm as scale": self.to_absolute(relative, f)})
+        return rows
 
     @contextlib.contextmanager
     def steer(self, scales: Mapping[int, float], unit: str, mode: str = "decoder_row",

@@ -15,11 +15,51 @@ from sae_steer.inspect import (Excerpt, FeatureCard, FeatureSearch, feature_card
 from sae_steer.measure import Rescored, rescore
 from sae_steer.render import render_blocks, render_html, table_html
 
-__all__ = ["card_html", "card_text", "concept_feature_report", "feature_text",
-           "features_table_html", "generations_html", "interesting_features_html",
-           "matches_html", "rescored_blocks", "rescored_html", "table_html"]
+__all__ = ["card_html", "card_text", "columns_html", "concept_feature_report", "concept_report_text",
+           "feature_text", "features_table_html", "generations_html", "interesting_features_html",
+           "matches_html", "note_html", "rescored_blocks", "rescored_html", "table_html"]
 from sae_steer.steer import Generation
 from sae_steer.ui.plots import card_histogram, figure_png_uri
+
+
+def columns_html(*parts: str) -> str:
+    """HTML parts side by side in equal columns that shrink with the window (never wider
+    than the page)."""
+    cells = "".join(f"<div style='flex:1; min-width:0'>{p}</div>" for p in parts)
+    return f"<div style='display:flex; gap:2em'>{cells}</div>"
+
+
+def note_html(note: str | None) -> str:
+    """A note the library has for the reader (e.g. ``screen.note(n)``: fewer recommended
+    than asked for) as a boxed paragraph; None: nothing to say, an empty string.
+
+    A writeup shows what a script would get as a warning, where the reader looks, not on
+    stderr."""
+    if not note:
+        return ""
+    return (f'<p class="sae-note" style="border-left: 4px solid #d90; padding: 0.4em 0.8em; '
+            f'background: #fff8e6"><b>Note:</b> {html.escape(note)}</p>')
+
+
+def concept_report_text(result: Any) -> str:
+    """A concept's report in full (a ``ConceptResult`` of ``steer_concept``), each figure with
+    its 95 % interval: the concept's rate and lift, the NLL cost, the random and context
+    directions at the same norm, and how often the steered and on-word features fire."""
+    rep, on = result.report, result.candidates.on_word
+    lines = [f"{result.choice.concept}: feature {rep.feature} at {result.relative_scale:g}× norm "
+             f"(scale {rep.scale:.3g}), {rep.steered.n_samples} samples per side",
+             f"  concept per 100 tokens  steered {rep.steered.concept_rate}  unsteered "
+             f"{rep.unsteered.concept_rate}  lift {rep.lift}",
+             f"  NLL (nats/token)        steered {rep.steered.nll}  unsteered {rep.unsteered.nll}"
+             f"  cost {rep.nll_cost};  repeated 3-grams cost {rep.rep_cost}"]
+    for name, arm in (("random direction", rep.control), ("context direction", result.direction)):
+        if arm is not None:
+            vs = arm.vs_unsteered
+            lines.append(f"  {name}, same norm: lift {vs.lift}, NLL cost {vs.nll_cost}")
+    for f, name in ((rep.feature, "steered feature"), (on, "on-word feature")):
+        lines.append(f"  {name} {f} fires in  steered {rep.steered.fires[f]}  unsteered "
+                     f"{rep.unsteered.fires[f]}  gain {rep.fires_gain[f]}")
+    return "\n".join(lines)
 
 
 def rescored_blocks(r: Rescored) -> str:

@@ -34,7 +34,8 @@ UNIT_LABELS = {"absolute": "absolute", "relative": "× residual norm",
                "max_act": "× max activation"}
 POSITION_LABELS = {"all": "all positions", "generated": "generated tokens only"}
 UNIT_RANGES = {"relative": (-2.0, 2.0, 0.01, 0.5), "max_act": (-20.0, 20.0, 0.1, 4.0)}
-"""Scale sliders' (min, max, step, default) per unit; absolute: the panel's scale_range."""
+"""Scale sliders' (min, max, step, default) per unit; absolute: the panel's scale_range, else
+the relative range in the first feature's absolute units (``SteeringPanel.absolute_range``)."""
 N_FEATURES = 3  # features steered at once, at most
 esc = html.escape
 
@@ -76,33 +77,39 @@ class SteeringPanel:
     """Interactive steering for one model + SAE. Display it as the last line of a cell.
 
     ``search`` (a ``FeatureSearch``) adds each feature's top words and the ``max_act`` scale
-    unit; ``scores`` (``feature_scores(model, sae, search=search)``) adds output scores;
+    unit; ``scores`` (``feature_scores(model, sae, search=search)``; default: those that
+    ordered the screen's candidates) adds output scores;
     ``screen`` (``screen_features(model, sae, search)``) fills the dropdown with the features
-    it recommended, each at its recommended scale. ``scale_range`` is the absolute scale's
-    ``(min, max)`` or ``(min, max, step)``; ``cfg`` and keyword ``settings`` (``prompt``,
+    it recommended, each at its recommended scale. ``scale`` is in ``scale_unit`` (e.g.
+    ``scale=0.5, scale_unit="relative"``: half the typical residual norm). ``scale_range``
+    is the absolute scale's ``(min, max)`` or ``(min, max, step)``; None: derived from the
+    typical norm (``absolute_range``). ``cfg`` and keyword ``settings`` (``prompt``,
     ``max_new_tokens``, ``seed``, ``mode``, ``temperature``, ``positions``, ``scale_unit``...)
     are ``SteerConfig`` fields, the starting values of the controls.
     """
 
     def __init__(
         self, model: Any, sae: Any, *, feature: int = 0, scale: float = 10.0,
-        scale_range: tuple[float, ...] = (-50.0, 50.0, 0.1), search: FeatureSearch | None = None,
+        scale_range: tuple[float, ...] | None = None, search: FeatureSearch | None = None,
         scores: FeatureScores | None = None, screen: SteerabilityScreen | None = None,
         cfg: SteerConfig | None = None, **settings: Any,
     ):
+        if scores is None and screen is not None:
+            scores = screen.scores  # what ordered the screen's candidates (None when loaded)
         self.model, self.sae, self.search, self.scores = model, sae, search, scores
         self.screen = screen
         self.cfg = steer_config(cfg, **settings)
         d_sae, n_ctx = sae.cfg.d_sae, model.cfg.n_ctx
-        lo, hi, *step = scale_range
-        self._ranges = {"absolute": (lo, hi, step[0] if step else 0.1, scale), **UNIT_RANGES}
+        # owns the typical residual norm (cfg.resid_norm, else measured on first use)
+        self.steerer = Steerer.for_config(model, sae, self.cfg)
         self.info = FeatureInfo(model, sae, search, scores, screen=screen)
         units = [u for u in SCALE_UNITS if u != "max_act" or search is not None]
         unit = self.cfg.scale_unit if self.cfg.scale_unit in units else "absolute"
+        self._scale_range, self._given = scale_range, (unit, scale)
         choices = self.info.choices()
         extra = [f for _, f in choices if f != feature][: N_FEATURES - 1]
         extra += [(feature + k) % d_sae for k in range(1, N_FEATURES)][len(extra):]
-        r = self._ranges[unit][:3]
+        r = self._range(unit, feature)[:3]
         self.rows = [FeatureRow(1, d_sae, feature, scale, r, self.info)] + [
             FeatureRow(k + 2, d_sae, f, 0.0, r, self.info) for k, f in enumerate(extra)]
         first = self.rows[0]
@@ -133,8 +140,6 @@ class SteeringPanel:
         self.status, self.texts, self.blocks = W.HTML(), W.HTML(), W.HTML()
         self.output = W.HTML(value='<div class="steer-output" data-feature="" data-scale=""></div>')
         self._busy, self.runs = False, 0
-        # owns the typical residual norm (cfg.resid_norm, else measured on first use)
-        self.steerer = Steerer.for_config(model, sae, self.cfg)
         self.button.on_click(self._on_click)
         self._show_rows(1)
         self.widget = W.VBox([
@@ -167,8 +172,37 @@ class SteeringPanel:
         self.add.disabled = self.n_features >= N_FEATURES
         self.remove.disabled = self.n_features <= 1
 
+    def absolute_range(self, feature: int) -> tuple[float, float, float]:
+        """The absolute slider's (min, max, step) without a ``scale_range``: the relative
+        slider's range in ``feature``'s absolute units (widened to hold a given absolute
+        scale), so both sliders reach the same pushes."""
+        top = round(self.steerer.to_absolute(UNIT_RANGES["relative"][1], feature), 1)
+        given_unit, given = self._given
+        if given_unit == "absolute":
+            top = max(top, abs(given))
+        return -top, top, 0.01 if top < 10 else 0.1
+
+    def _range(self, unit: str, feature: int) -> tuple[float, float, float, float]:
+        """(min, max, step, default) of the scale slider in ``unit``; the default is the scale
+        the panel was given when it was given in this unit."""
+        given_unit, given = self._given
+        if unit == given_unit:
+            default = given
+        elif unit == "absolute":  # the relative slider's default push, in absolute units
+            default = round(self.steerer.to_absolute(UNIT_RANGES["relative"][3], feature), 1)
+        else:
+            default = UNIT_RANGES[unit][3]
+        if unit != "absolute":
+            lo, hi, step, _ = UNIT_RANGES[unit]
+        elif self._scale_range is None:
+            lo, hi, step = self.absolute_range(feature)
+        else:
+            lo, hi, *steps = self._scale_range
+            step = steps[0] if steps else 0.1
+        return lo, hi, step, default
+
     def _change_unit(self, change: Any) -> None:
-        lo, hi, step, default = self._ranges[change["new"]]
+        lo, hi, step, default = self._range(change["new"], int(self.feature.value))
         for k, row in enumerate(self.rows):
             row.set_range(lo, hi, step, default if k == 0 else 0.0)
 

@@ -1,6 +1,8 @@
 """Concept -> feature selection: vocabulary weights, logit effect, on-word F1, the choice."""
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -9,6 +11,7 @@ from sae_steer.measure.candidates import _log_mass, concept_vocab, logit_effect,
 from sae_steer.measure.candidates import ConceptCandidates
 from sae_steer.steer import steering
 from sae_steer.toystories import planted_concepts
+from sae_steer.ui.views import concept_report_text
 
 
 def test_concept_vocab_weights_characteristic_tokens():
@@ -205,6 +208,18 @@ def test_steer_concept_ranks_confirms_and_reports_on_disjoint_seeds(tiny_model, 
     row_out = result.row()
     assert row_out["direction_lift"] == pytest.approx(ref.vs_unsteered.lift.value, nan_ok=True)
     assert result.choice.sweep.scales == [0.3] and result.relative_scale == 0.3
+    assert result.candidates.best() == {"fires on it": 4, "predicts it": 4}
+    summary = result.summary_row()  # the writeup's columns, read from the same report
+    assert summary["feature"] == result.choice.feature and summary["scale (× norm)"] == 0.3
+    assert summary["lift 95% low"] == row_out["lift_lo"] or math.isnan(row_out["lift_lo"])
+    assert summary["events (steered / unsteered)"] == row_out["events"]
+    assert summary["context direction: lift"] == pytest.approx(row_out["direction_lift"],
+                                                               nan_ok=True)
+    assert summary["target met"] == result.target_met
+    text = concept_report_text(result)
+    assert text.startswith(f"some tokens: feature {rep.feature} at 0.3× norm")
+    assert "random direction, same norm: lift" in text and "context direction" in text
+    assert f"on-word feature {result.candidates.on_word} fires in" in text
     assert_clean(tiny_model)
 
 

@@ -184,6 +184,11 @@ def test_given_features_and_bad_input(tok_model, setup, tmp_path):
     two = screen_features(tok_model, sae, search, CFG, STEER, features=alive[:2], progress=False,
                           path=tmp_path)
     assert set(two.candidates) == set(alive[:2])
+    top = screen_features(tok_model, sae, search, CFG, STEER, features=2, progress=False,
+                          path=tmp_path / "top")  # a count: the top two alive by output score
+    assert top.candidates == top.scores.top(2, alive=search.density > 0)
+    with pytest.raises(ValueError, match="positive count"):
+        screen_features(tok_model, sae, search, CFG, STEER, features=0, progress=False)
     with pytest.raises(ValueError, match="out of range"):
         screen_features(tok_model, sae, search, CFG, STEER, features=[99], progress=False,
                         path=tmp_path / "x")

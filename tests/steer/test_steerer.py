@@ -2,6 +2,8 @@
 scale-unit conversion; sweeps, generation and feature scores read the same norm."""
 from __future__ import annotations
 
+import weakref
+
 import pytest
 import torch
 
@@ -34,6 +36,7 @@ def measured(monkeypatch):
         return 10.0
 
     monkeypatch.setattr(steerer_module, "typical_resid_norm", fake)
+    monkeypatch.setattr(steerer_module, "_NORMS", weakref.WeakKeyDictionary())  # start uncached
     return calls
 
 
@@ -46,6 +49,38 @@ def test_the_norm_is_measured_once_and_only_when_needed(tiny_model, measured):
     s.relative(1.0, 0)
     assert s.resid_norm == 10.0
     assert measured == [HOOK]
+
+
+def test_the_norm_is_measured_once_per_model_and_hook(tiny_model, measured):
+    a, b = Steerer(tiny_model, hand_sae()), Steerer(tiny_model, hand_sae())
+    assert a.resid_norm == b.resid_norm == 10.0
+    assert measured == [HOOK]  # the second steerer of the same model did not sample again
+    with torch.no_grad():  # weights edited in place: the old norm no longer holds
+        next(tiny_model.parameters()).mul_(1.0)
+    assert Steerer(tiny_model, hand_sae()).resid_norm == 10.0
+    assert measured == [HOOK, HOOK]
+
+
+def test_direction_is_the_decoder_row_or_the_onehot_pitfall(tiny_model):
+    sae = hand_sae()
+    s = Steerer(tiny_model, sae, resid_norm=3.0)
+    torch.testing.assert_close(s.direction(0), torch.tensor([3.0, 4.0] + [0.0] * 14))
+    torch.testing.assert_close(s.direction(1, "decoder_onehot"), sae.W_dec[1] + sae.b_dec)
+    assert s.direction(0).requires_grad is False
+    with pytest.raises(ValueError, match="clamp mode has no fixed direction"):
+        s.direction(0, "clamp")
+
+
+def test_one_features_scale_in_either_unit(tiny_model):
+    s = Steerer(tiny_model, hand_sae(), resid_norm=3.0)
+    assert s.to_absolute(0.5, 0) == pytest.approx(0.5 * 3.0 / 5)  # |W_dec[0]| = 5
+    assert s.relative(s.to_absolute(0.7, 1), 1) == pytest.approx(0.7)
+    rows = s.scale_rows({"first": 0, "second": 1}, absolute=10.0, relative=0.5)
+    assert rows[0] == {"role": "first", "feature": 0, "|W_dec[i]|": pytest.approx(5.0),
+                       "scale 10 as × norm": pytest.approx(10 * 5 / 3.0),
+                       "0.5× norm as scale": pytest.approx(0.5 * 3.0 / 5)}
+    assert [r["feature"] for r in s.scale_rows([1, 2], 1.0, 1.0)] == [1, 2]
+    assert "role" not in s.scale_rows([1], 1.0, 1.0)[0]
 
 
 def test_the_users_norm_wins(tiny_model, measured):

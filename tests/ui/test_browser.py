@@ -322,14 +322,8 @@ def test_writeup_index_reads_cleanly(writeup_dir: Path, offline_page) -> None:
             assert scroll <= inner, f"the index is {scroll} px wide in a {inner} px window"
 
 
-# notebooks 03 and 04 are being rewritten with the selection engine: held to the same
-# rule, but they may fail until that lands
-_PENDING = pytest.mark.xfail(strict=False, reason="notebooks 03/04: pending the selection engine")
-
-
-@pytest.mark.parametrize("name", ["index", "01_train_sae", "02_top_activations",
-                                  pytest.param("03_steering", marks=_PENDING),
-                                  pytest.param("04_rescoring", marks=_PENDING)])
+@pytest.mark.parametrize("name", ["index", "01_train_sae", "02_top_activations", "03_steering",
+                                  "04_rescoring"])
 def test_writeup_pages_do_not_scroll_sideways(writeup_dir: Path, offline_page, name: str) -> None:
     """Wide outputs (tables, printed lines, figures) wrap or scroll in their own box: the
     page itself never scrolls sideways, at a laptop's width or a narrow window's."""

@@ -39,10 +39,10 @@ def test_click_updates_output_to_new_feature(panel):
     first_text = panel.texts.value
     panel.feature.value = 5
     assert panel.feature_box.value == 5  # slider and number box are linked
-    panel.scale.value = 12.5
+    panel.scale.value = 3.5  # inside the derived range (about ±5.9 here)
     panel.button.click()
     assert _attr(panel.output.value, "data-feature") == "5"
-    assert _attr(panel.output.value, "data-scale") == "12.5"
+    assert _attr(panel.output.value, "data-scale") == "3.5"
     assert 'data-feature="5"' in panel.output.value  # the re-scored excerpts too
     assert "unsteered" in panel.texts.value and panel.texts.value != first_text
     assert "▁" in panel.blocks.value or "█" in panel.blocks.value
@@ -170,6 +170,10 @@ def test_a_screen_that_recommended_nothing_says_so(tok_model, found):
     assert panel.steerable.disabled
     assert "recommended no feature; nearest miss: 5" in panel.steerable.options[0][0]
     assert panel.steerable.label == panel.steerable.options[0][0]  # shown, not a blank box
+    assert panel.scores is None and "output score" not in panel.rows[0].info.value
+    screen.scores = scores  # a screen from this session knows what ordered its candidates
+    panel = SteeringPanel(tok_model, sae, feature=1, scale=2.0, search=search, screen=screen)
+    assert panel.info.scores is scores and "output score" in panel.rows[0].info.value
 
 
 def test_a_second_and_third_feature_each_with_its_own_scale(rich):
@@ -197,6 +201,22 @@ def test_a_second_and_third_feature_each_with_its_own_scale(rich):
     assert_clean(rich.model)
 
 
+def test_a_relative_scale_and_its_derived_absolute_range(tiny_model):
+    sae = make_sae()
+    p = SteeringPanel(tiny_model, sae, feature=1, scale=0.7, scale_unit="relative",
+                      max_new_tokens=4, resid_norm=3.0)
+    assert p.unit.value == "relative" and p.scale.value == 0.7 and p.scale.max == 2.0
+    p.unit.value = "absolute"  # the same pushes, in feature 1's absolute units
+    row_norm = float(sae.W_dec[1].detach().norm())
+    assert p.scale.max == pytest.approx(round(2.0 * 3.0 / row_norm, 1))
+    assert p.scale.min == -p.scale.max
+    assert p.scale.value == pytest.approx(round(0.5 * 3.0 / row_norm, 1))
+    p.unit.value = "relative"
+    assert p.scale.value == 0.7  # the scale it was given, in the unit it was given in
+    fixed = SteeringPanel(tiny_model, sae, feature=1, scale=2.0, scale_range=(-5, 5, 0.5))
+    assert (fixed.scale.min, fixed.scale.max, fixed.scale.step) == (-5, 5, 0.5)
+
+
 def test_positions_and_scale_unit_controls(rich, found):
     _, search, _ = found
     rich.positions.value = "generated"
@@ -212,7 +232,9 @@ def test_positions_and_scale_unit_controls(rich, found):
     absolute = 2.0 * float(search.max_act[1])
     assert f"scale {absolute:g} =" in rich.status.value, rich.status.value
     rich.unit.value = "absolute"
-    assert rich.scale.value == 2.0 and rich.scale.max == 50.0  # back to the panel's own range
+    # back to the given scale, in a range derived from the norm: the relative slider's pushes
+    top = max(round(rich.steerer.to_absolute(2.0, 1), 1), 2.0)
+    assert rich.scale.value == 2.0 and rich.scale.max == pytest.approx(top)
     rich.mode.value = "clamp"
     rich.button.click()
     assert "clamped to 2" in rich.status.value

@@ -214,11 +214,7 @@ def test_export_embeds_widget_state_and_ships_the_renderer(tmp_path) -> None:
 # `python -m sae_steer writeup --small --out DIR` and points SAE_STEER_WRITEUP_DIR at it.
 
 WRITEUP_DIR = os.environ.get("SAE_STEER_WRITEUP_DIR")
-# notebooks 03 and 04 are being rewritten with the selection engine: their pages are held
-# to the same rules, but may fail until that lands
-PENDING = pytest.mark.xfail(strict=False, reason="notebooks 03/04: pending the selection engine")
-PAGES = [pytest.param("01_train_sae"), pytest.param("02_top_activations"),
-         pytest.param("03_steering", marks=PENDING), pytest.param("04_rescoring", marks=PENDING)]
+PAGES = ["01_train_sae", "02_top_activations", "03_steering", "04_rescoring"]
 # a Python list, dict or tuple printed as is: "[1, 2]", "{'a': 1}", "(3, 4)"
 _REPR = re.compile(r"\[.*\]|\{.*\}|\(.*,.*\)", re.S)
 _STDERR = '[data-mime-type="application/vnd.jupyter.stderr"]'
@@ -252,7 +248,7 @@ def test_exported_page_has_no_stderr_output(name) -> None:
     assert not blocks, f"{name}.html shows stderr output: {blocks}"
 
 
-@pytest.mark.parametrize("name", PAGES + [pytest.param("index", marks=PENDING)])
+@pytest.mark.parametrize("name", PAGES + ["index"])
 def test_exported_tables_show_no_python_reprs(name) -> None:
     cells = [c.get_text().strip() for c in _exported(name).select("td, th")]
     reprs = [c for c in cells if _REPR.fullmatch(c)]
