@@ -24,7 +24,7 @@ SUMMARY_COLUMNS = {
     1: ("feature", "words", "scale", "fires_gain", "fires_gain_lo", "lift", "lift_lo", "nll_cost",
         "passed", "output_score"),
     2: ("feature", "words", "scale", "round", "n_samples", "fires_unsteered", "fires_steered",
-        "fires_gain", "fires_gain_lo", "lift", "lift_lo", "nll_cost", "p_value", "passed",
+        "fires_gain", "fires_gain_lo", "lift", "lift_lo", "nll_cost", "pass_chance", "passed",
         "recommended", "output_score"),
     3: ("feature", "scale", "fires_unsteered", "fires_steered", "fires_gain", "fires_gain_lo",
         "prompt_fires_gain", "control_fires_gain", "wrong_way", "nll_cost", "recommended"),

@@ -5,16 +5,15 @@ feature's scale): given candidate features, a ``Target`` and a ``SelectConfig``,
 stages, each on seeds no other stage draws (``config.seeds``):
 
 1. **rank**: a scale sweep of every candidate on few samples against one shared baseline
-   (``sweep.run_sweeps``, in batches written to disk as they finish, so an interrupted
-   selection resumes); each candidate's best scale by the target's strength.
+   (a sweep, ``sweep.sweep_of``, in batches written to disk as they finish, so an
+   interrupted selection resumes); each candidate's best scale by the target's strength.
 2. **confirm**: the ``n_confirm`` strongest within the cost budget, again on fresh seeds,
-   in rounds: after each, a feature that can no longer be shown above its *selection line*
-   leaves; the rest get more samples. The line is what the promise of ``config.rules``
-   needs: a true effect at which a re-test of ``n_report`` samples passes the unchanged
-   rule with probability ``RETEST_POWER``. Each confirmed feature gets a one-sided p-value
-   against its line, and Benjamini-Hochberg over the whole confirmed family decides which
-   are **recommended**.
-3. **report**: the recommended (and ``report_misses`` nearest misses) on further fresh
+   in rounds, each on seeds of its own: each feature's chance to pass a re-test of
+   ``n_report`` samples (the unchanged rule) is estimated; the ``confirm_keep`` likeliest
+   go on to the next round, and the last round's features, in the order the round before
+   ranked them, are **recommended** as far as the promise of ``config.rules`` holds (the
+   longest run whose mean chance has a 95 % lower bound of at least 80 %).
+3. **report**: the recommended (and ``report_at_least`` nearest misses) on further fresh
    seeds, beside the baselines: a random direction of the same norm, prompting (the
    target's prompt, no steering) and the wrong-way share. These are the figures shown: a
    winner's figure from the stage that chose it is never its proof.

@@ -14,7 +14,7 @@ from sae_steer.measure.screen_results import SUMMARY_COLUMNS, SteerabilityScreen
 def row(f: int, strength: float, scale: float, recommended: bool) -> dict:
     return {"feature": f, "words": f"w{f}", "scale": scale, "strength": strength, "round": 1,
             "n_samples": 8, "fires_unsteered": 0.1, "fires_steered": 0.5, "fires_gain": 0.4,
-            "fires_gain_lo": 0.2, "lift": 2.0, "lift_lo": 1.5, "nll_cost": 0.3, "p_value": 0.01,
+            "fires_gain_lo": 0.2, "lift": 2.0, "lift_lo": 1.5, "nll_cost": 0.3, "pass_chance": 0.9,
             "passed": ["own firing", "own words"], "recommended": recommended,
             "output_score": 0.5, "z": 1.0}
 
