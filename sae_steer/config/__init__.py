@@ -12,7 +12,7 @@ Standard library only: every other module imports this one, so it must stay ligh
 from sae_steer.config.base import StageConfig, check_number, replace_config
 from sae_steer.config.rules import (COST_BUDGET, FIRES_GAIN_TARGET, LIFT_TARGET, PROMISE,
                                     PROMISE_CONFIDENCE, SUCCESS_TARGETS, best_scale, passes,
-                                    promise_kept, promise_lower_bound, retest_pass_probability,
+                                    promise_kept, retest_pass_low, retest_pass_probability,
                                     suggest_scale, within_budget)
 from sae_steer.config.sae import SAEConfig, TrainConfig
 from sae_steer.config.search import SearchConfig
@@ -25,5 +25,5 @@ __all__ = ["COST_BUDGET", "FIRES_GAIN_TARGET", "LIFT_TARGET", "MODES", "NORM_SEE
            "PROMISE", "PROMISE_CONFIDENCE", "SCALE_UNITS", "SUCCESS_TARGETS", "NeoConfig",
            "SAEConfig", "SearchConfig", "SelectConfig", "StageConfig", "SteerConfig",
            "TrainConfig", "WorldConfig", "best_scale", "check_number", "control_seed", "passes",
-           "promise_kept", "promise_lower_bound", "replace_config", "retest_pass_probability",
+           "promise_kept", "replace_config", "retest_pass_low", "retest_pass_probability",
            "sample_seed", "sample_seeds", "steer_config", "suggest_scale", "within_budget"]

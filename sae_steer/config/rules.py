@@ -67,18 +67,18 @@ def best_scale(scales: Sequence[float], low: Sequence[float], cost: Sequence[flo
 # A feature whose true gain sits just above the line passes a re-test only about half the
 # time (docs/results.md), so choosing by "passed once" promises nothing. The selection asks
 # for more than the rule. From the last confirmation round, on seeds that played no part in
-# choosing its features, it estimates each one's chance that a re-test of the report's size
-# passes the unchanged rule (``retest_pass_probability``), then recommends the longest run of
-# them, in the order the stage before ranked them, whose mean chance has a one-sided lower
-# bound at PROMISE_CONFIDENCE of at least PROMISE (``promise_kept``). The runs are tested in
-# that fixed order, stopping at the first that fails, so the error of the whole sequence
-# stays at 1 - PROMISE_CONFIDENCE. So on fresh seeds at least PROMISE of the recommended are
-# expected to pass the rule again. The rule itself does not change.
+# choosing its features, it gives each one a lower bound on its chance that a re-test of the
+# report's size passes the unchanged rule (``retest_pass_low``: the chance at the lower
+# bound of its effect), the bounds of the round holding all together at PROMISE_CONFIDENCE
+# (Bonferroni over the round's features), so any set chosen from them after seeing the data
+# keeps its bound. It then recommends the largest set, likeliest first, whose mean bound is
+# at least PROMISE (``promise_kept``). So on fresh seeds at least PROMISE of the recommended
+# are expected to pass the rule again. The rule itself does not change.
 
 PROMISE = 0.8
 """Share of recommended features expected to pass the rule again on a fresh re-test."""
 PROMISE_CONFIDENCE = 0.95
-"""One-sided confidence of the lower bound that must reach ``PROMISE``."""
+"""Confidence with which the lower bounds of one round hold together."""
 _Z95 = NormalDist().inv_cdf(0.975)  # the rule's two-sided 95 % interval
 
 
@@ -91,30 +91,24 @@ def retest_pass_probability(estimate: float, se_retest: float, target: float) ->
     return NormalDist().cdf((estimate - target) / se_retest - _Z95)
 
 
-def promise_lower_bound(estimates: Sequence[float], ses: Sequence[float],
-                        se_retests: Sequence[float], targets: Sequence[float]) -> float:
-    """One-sided ``PROMISE_CONFIDENCE`` lower bound of the mean re-test pass chance of
-    features whose effects were estimated as ``estimates`` with standard errors ``ses``
-    (the delta method: each chance moves with its estimate)."""
-    if not estimates:
-        return math.nan
-    mean, var = 0.0, 0.0
-    for est, se, ser, t in zip(estimates, ses, se_retests, targets):
-        p = retest_pass_probability(est, ser, t)
-        mean += p
-        if p > 0:  # 0: not measurable, counted as failing, with no spread to add
-            var += (NormalDist().pdf((est - t) / ser - _Z95) / ser * se) ** 2
-    z = NormalDist().inv_cdf(PROMISE_CONFIDENCE)
-    return (mean - z * math.sqrt(var)) / len(estimates)
+def retest_pass_low(estimate: float, se: float, se_retest: float, target: float,
+                    n_features: int) -> float:
+    """A lower bound on the re-test pass chance: the chance at the one-sided lower bound of
+    the effect, at ``PROMISE_CONFIDENCE`` for all ``n_features`` of a round together."""
+    if not math.isfinite(se):
+        return 0.0
+    z = NormalDist().inv_cdf(1 - (1 - PROMISE_CONFIDENCE) / max(n_features, 1))
+    return retest_pass_probability(estimate - z * se, se_retest, target)
 
 
-def promise_kept(estimates: Sequence[float], ses: Sequence[float],
-                 se_retests: Sequence[float], targets: Sequence[float]) -> int:
-    """How many of the features, in the order given (fixed before these estimates were
-    made), can be recommended: the longest run of the first k whose lower bound, like that
-    of every shorter run, reaches ``PROMISE``."""
-    k = 0
-    while k < len(estimates) and promise_lower_bound(
-            estimates[: k + 1], ses[: k + 1], se_retests[: k + 1], targets[: k + 1]) >= PROMISE:
-        k += 1
-    return k
+def promise_kept(lows: Sequence[float]) -> list[int]:
+    """Which features to recommend, given each one's ``retest_pass_low``: the largest set,
+    highest bound first, whose mean bound is at least ``PROMISE`` (indices, best first)."""
+    keep: list[int] = []
+    total = 0.0
+    for i in sorted(range(len(lows)), key=lambda i: -lows[i]):
+        if (total + lows[i]) / (len(keep) + 1) < PROMISE:
+            break
+        keep.append(i)
+        total += lows[i]
+    return keep

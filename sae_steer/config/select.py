@@ -45,11 +45,12 @@ class SelectConfig(StageConfig):
     n_confirm: int = 24
     """How many of the best-ranked candidates are confirmed (the family the false-discovery
     control counts)."""
-    confirm_rounds: tuple[int, ...] = (128, 1024)
-    """Samples per side of each confirmation round, each on fresh seeds. A feature near its
-    selection line needs about a thousand to be told apart from one just below it."""
-    confirm_keep: int = 5
-    """Features that go on to the next round (at most): the last round's family."""
+    confirm_rounds: tuple[int, ...] = (128, 2048)
+    """Samples per side of each confirmation round, each on fresh seeds. Telling a feature
+    that keeps the promise from one just short of it takes about two thousand."""
+    confirm_keep: int = 4
+    """Features that go on to the next round (at most): the last round's family, whose
+    bounds hold together (fewer: each bound is tighter)."""
     confirm_seed: int = 1000
     """Seed of the confirmation samples."""
     n_report: int = 128

@@ -10,9 +10,9 @@ stages, each on seeds no other stage draws (``config.seeds``):
 2. **confirm**: the ``n_confirm`` strongest within the cost budget, again on fresh seeds,
    in rounds, each on seeds of its own: each feature's chance to pass a re-test of
    ``n_report`` samples (the unchanged rule) is estimated; the ``confirm_keep`` likeliest
-   go on to the next round, and the last round's features, in the order the round before
-   ranked them, are **recommended** as far as the promise of ``config.rules`` holds (the
-   longest run whose mean chance has a 95 % lower bound of at least 80 %).
+   go on to the next round, and of the last round's features the largest set whose mean
+   lower bound on that chance (the bounds holding together at 95 %) reaches 80 % is
+   **recommended**: the promise of ``config.rules``.
 3. **report**: the recommended (and ``report_at_least`` nearest misses) on further fresh
    seeds, beside the baselines: a random direction of the same norm, prompting (the
    target's prompt, no steering) and the wrong-way share. These are the figures shown: a
@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 from torch import Tensor
 
 from sae_steer.config import (PROMISE, SelectConfig, SteerConfig, promise_kept,
-                              retest_pass_probability, sample_seeds)
+                              retest_pass_low, retest_pass_probability, sample_seeds)
 from sae_steer.measure.report import SteeringReport, run_reports
 from sae_steer.measure.screen_results import SteerabilityScreen
 from sae_steer.measure.sweep import sweep_of
@@ -211,15 +211,14 @@ def _record_confirm(screen: SteerabilityScreen, target: Target, plan: _Plan,
                     extra: Mapping[int, Mapping[str, Any]], keep_sweeps: bool) -> None:
     """A confirmation round: each feature's row, tested by the definition the stage before
     chose (on other samples), with its chance to pass a re-test of the report's size
-    (``pass_chance``), its place in the order the stage before ranked (``order``), and
-    whether it stays open (even its upper bound's chance reaching ``PROMISE`` would do,
-    within the cost budget)."""
+    (``pass_chance``), and whether it stays open (even its upper bound's chance reaching
+    ``PROMISE`` would do, within the cost budget)."""
     cfg = screen.config
-    for order, ((f, rel), rep) in enumerate(zip(plan.items, plan.reports)):
+    for (f, rel), rep in zip(plan.items, plan.reports):
         tested = (screen.confirmations.get(f) or screen.stage1[f])["definition"]
         ev = target.evidence(rep.vs_unsteered, f, tested, len(plan.seeds), cfg.n_report)
         row = {**_row(target, rep, rel, cfg.cost_budget), **extra.get(f, {}), "round": plan.round,
-               "order": order, "tested": tested, **{f"test_{k}": v for k, v in ev.items()},
+               "tested": tested, **{f"test_{k}": v for k, v in ev.items()},
                "pass_chance": retest_pass_probability(ev["estimate"], ev["se_retest"], ev["target"])}
         best = retest_pass_probability(ev["estimate"] + _Z95 * ev["se"], ev["se_retest"], ev["target"])
         row["open"] = best >= PROMISE and row["nll_cost"] <= cfg.cost_budget
@@ -227,17 +226,20 @@ def _record_confirm(screen: SteerabilityScreen, target: Target, plan: _Plan,
 
 
 def _decide(screen: SteerabilityScreen) -> None:
-    """The promise (``config.rules``) over the last round's features, in the order the round
-    before ranked them: the longest run whose mean re-test chance keeps it is recommended."""
+    """The promise (``config.rules``) over the last round's features: each gets a lower
+    bound on its re-test pass chance (all of the round's together), and the largest set,
+    best first, whose mean bound keeps the promise is recommended."""
     rows = screen.confirmations
     last = max((r["round"] for r in rows.values()), default=0)
-    family = sorted((r for r in rows.values() if r["round"] == last), key=lambda r: r["order"])
-    k = promise_kept(*([r[f"test_{key}"] for r in family]
-                       for key in ("estimate", "se", "se_retest", "target")))
+    family = [r for r in rows.values() if r["round"] == last]
     for row in rows.values():
         row["recommended"] = False
-    for row in family[:k]:
-        row["recommended"] = bool(row["passed"])
+    for row in family:
+        row["pass_chance_low"] = retest_pass_low(row["test_estimate"], row["test_se"],
+                                                 row["test_se_retest"], row["test_target"],
+                                                 len(family))
+    for i in promise_kept([r["pass_chance_low"] for r in family]):
+        family[i]["recommended"] = bool(family[i]["passed"])
     screen.meta["recommended"] = screen.confirmed
 
 

@@ -9,8 +9,8 @@ import random
 import pytest
 
 from builders import make_sae
-from sae_steer.config import (FIRES_GAIN_TARGET, PROMISE, SelectConfig, SteerConfig, promise_kept,
-                              promise_lower_bound, retest_pass_probability, sample_seeds)
+from sae_steer.config import (FIRES_GAIN_TARGET, SelectConfig, SteerConfig, promise_kept,
+                              retest_pass_low, retest_pass_probability, sample_seeds)
 from sae_steer.measure import Target
 from sae_steer.measure.report import Control, SteeringReport
 from sae_steer.measure.sides import SideStats, compare
@@ -103,14 +103,15 @@ def test_a_retest_pass_chance_follows_the_rules_interval():
     assert retest_pass_probability(float("nan"), se, FIRES_GAIN_TARGET) == 0.0
 
 
-def test_the_promise_takes_the_longest_run_that_keeps_it():
+def test_the_promise_takes_the_largest_set_whose_mean_bound_keeps_it():
     t, ser = FIRES_GAIN_TARGET, 0.044
-    strong, weak = (0.55, 0.015), (0.33, 0.015)
-    # one strong feature: its chance is near 1, well measured
-    assert promise_lower_bound([strong[0]], [strong[1]], [ser], [t]) > PROMISE
-    # strong, strong, weak: the run of two keeps the promise, the run of three does not
-    ests, ses = [strong[0], strong[0], weak[0]], [strong[1], strong[1], weak[1]]
-    assert promise_kept(ests, ses, [ser] * 3, [t] * 3) == 2
-    # a weak one first stops the run at once, whatever follows (the order is fixed)
-    assert promise_kept([weak[0], strong[0]], [weak[1], strong[1]], [ser] * 2, [t] * 2) == 0
-    assert promise_kept([], [], [], []) == 0
+    # one feature's bound: its chance at its effect's lower bound (2 features together)
+    low = retest_pass_low(0.5, 0.015, ser, t, 2)
+    z = 1.959964  # one-sided at 0.05 / 2
+    assert low == pytest.approx(retest_pass_probability(0.5 - z * 0.015, ser, t))
+    assert retest_pass_low(0.5, 0.015, ser, t, 4) < low  # more features: each bound wider
+    assert retest_pass_low(0.5, float("nan"), ser, t, 1) == 0.0
+    # best first; the third would pull the mean under 0.8
+    assert promise_kept([0.95, 0.3, 0.9, 0.7]) == [0, 2, 3]
+    assert promise_kept([0.95, 0.3, 0.9, 0.5]) == [0, 2]
+    assert promise_kept([0.79, 0.5]) == [] and promise_kept([]) == []
