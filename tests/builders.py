@@ -97,3 +97,20 @@ def leftovers(root: Path) -> list[str]:
     """Hidden temp files/dirs (``.tmp`` / ``.tmp_*``) anywhere under ``root``."""
     return sorted(str(p.relative_to(root)) for p in Path(root).rglob("*")
                   if p.name.startswith(".") and ".tmp" in p.name)
+
+
+def spy_seeds(monkeypatch) -> list[set[int]]:
+    """Record the seeds of every batch of rows the selection engine generates (its shared
+    ranking baseline and every measurement batch), to check which stage drew them."""
+    import sae_steer.measure.batch as batch_mod
+    import sae_steer.measure.select as select_mod
+
+    real, seen = batch_mod.generate_rows, []
+
+    def spy(model, hook, deltas, seeds, cfg, **kw):
+        seen.append(set(seeds))
+        return real(model, hook, deltas, seeds, cfg, **kw)
+
+    monkeypatch.setattr(batch_mod, "generate_rows", spy)
+    monkeypatch.setattr(select_mod, "generate_rows", spy)
+    return seen

@@ -6,7 +6,8 @@ import math
 import pytest
 import torch
 
-from builders import HOOK, PROMPT, assert_clean, make_sae, seeded_model, tiny_config, word_tokenizer
+from builders import (HOOK, PROMPT, assert_clean, make_sae, seeded_model, spy_seeds, tiny_config,
+                      word_tokenizer)
 from sae_steer.measure.candidates import _log_mass, concept_vocab, logit_effect, on_word_f1
 from sae_steer.measure.candidates import ConceptCandidates
 from sae_steer.steer import steering
@@ -155,22 +156,6 @@ def test_the_concept_pool_takes_the_best_aligned_feature_too():
     assert pool[5] == "aligned" and pool[6] == "on_word" and pool[7] == "pre_word"
 
 
-def _spy_seeds(monkeypatch):
-    """Record the seeds of every batch of generated rows."""
-    import sae_steer.measure.batch as batch_mod
-    import sae_steer.measure.select as select_mod
-
-    real, seen = batch_mod.generate_rows, []
-
-    def spy(model, hook, deltas, seeds, cfg, **kw):
-        seen.append(set(seeds))
-        return real(model, hook, deltas, seeds, cfg, **kw)
-
-    monkeypatch.setattr(batch_mod, "generate_rows", spy)
-    monkeypatch.setattr(select_mod, "generate_rows", spy)
-    return seen
-
-
 def test_steer_concept_ranks_confirms_and_reports_on_disjoint_seeds(tiny_model, monkeypatch):
     """The concept preset: ranked on the rank seeds, confirmed on others, and the figures
     shown (the report, with the concept's context direction at the chosen feature's norm,
@@ -188,7 +173,7 @@ def test_steer_concept_ranks_confirms_and_reports_on_disjoint_seeds(tiny_model, 
                                  direction=row / row.norm())
 
     monkeypatch.setattr(choose, "concept_candidates", fake_candidates)
-    seen = _spy_seeds(monkeypatch)
+    seen = spy_seeds(monkeypatch)
     cfg = SelectConfig.for_concept(scales=(0.3,), n_rank=4, confirm_rounds=(6,), n_report=6)
     result = choose.steer_concept(
         tiny_model, sae, ["text"], anything, cfg,

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from builders import make_sae
+from builders import make_sae, spy_seeds
 from sae_steer.config import SearchConfig, SelectConfig, SteerConfig, sample_seeds
 from sae_steer.inspect import search_features
 from sae_steer.lm import attached_hook_count
@@ -110,16 +110,7 @@ def _same(a: dict, b: dict) -> bool:
 def test_every_stage_draws_its_own_seeds(tok_model, setup, tmp_path, monkeypatch):
     """The report stage's seeds are disjoint from ranking's and confirmation's."""
     sae, search = setup
-    import sae_steer.measure.batch as batch_mod
-    real, seen = batch_mod.generate_rows, []
-
-    def spy(model, hook, deltas, seeds, cfg, **kw):
-        seen.append(set(seeds))
-        return real(model, hook, deltas, seeds, cfg, **kw)
-
-    monkeypatch.setattr(batch_mod, "generate_rows", spy)
-    import sae_steer.measure.select as select_mod
-    monkeypatch.setattr(select_mod, "generate_rows", spy)
+    seen = spy_seeds(monkeypatch)
     screen_features(tok_model, sae, search, CFG, STEER, progress=False, path=tmp_path)
     stages = {"rank": set(sample_seeds(CFG.rank_seed, CFG.n_rank)),
               "confirm": set(sample_seeds(CFG.confirm_seed, sum(CFG.confirm_rounds))),
