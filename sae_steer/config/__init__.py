@@ -13,7 +13,7 @@ from sae_steer.config.base import StageConfig, check_number, replace_config
 from sae_steer.config.rules import (COST_BUDGET, FIRES_GAIN_TARGET, LIFT_TARGET, PROMISE,
                                     PROMISE_CONFIDENCE, SUCCESS_TARGETS, best_scale, passes,
                                     promise_kept, retest_pass_low, retest_pass_probability,
-                                    suggest_scale, within_budget)
+                                    suggest_scale, within_budget, Z95)
 from sae_steer.config.sae import SAEConfig, TrainConfig
 from sae_steer.config.search import SearchConfig
 from sae_steer.config.select import SelectConfig
@@ -26,4 +26,4 @@ __all__ = ["COST_BUDGET", "FIRES_GAIN_TARGET", "LIFT_TARGET", "MODES", "NORM_SEE
            "SAEConfig", "SearchConfig", "SelectConfig", "StageConfig", "SteerConfig",
            "TrainConfig", "WorldConfig", "best_scale", "check_number", "control_seed", "passes",
            "promise_kept", "replace_config", "retest_pass_low", "retest_pass_probability",
-           "sample_seed", "sample_seeds", "steer_config", "suggest_scale", "within_budget"]
+           "sample_seed", "sample_seeds", "steer_config", "suggest_scale", "within_budget", "Z95"]

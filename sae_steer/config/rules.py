@@ -27,6 +27,10 @@ LIFT_TARGET = 3.0
 COST_BUDGET = 1.5
 """Most extra NLL (nats/token, under the unsteered model) a passing run may cost."""
 
+Z95 = 1.959964
+"""The two-sided 95 % normal quantile: every interval of the rule is this many standard
+errors wide on each side (``measure.stats``)."""
+
 SUCCESS_TARGETS = {"fires_gain": FIRES_GAIN_TARGET, "concept_lift": LIFT_TARGET}
 """Each success measure's default lower-bound target."""
 
@@ -79,7 +83,6 @@ PROMISE = 0.8
 """Share of recommended features expected to pass the rule again on a fresh re-test."""
 PROMISE_CONFIDENCE = 0.95
 """Confidence with which the lower bounds of one round hold together."""
-_Z95 = NormalDist().inv_cdf(0.975)  # the rule's two-sided 95 % interval
 
 
 def retest_pass_probability(estimate: float, se_retest: float, target: float) -> float:
@@ -88,7 +91,7 @@ def retest_pass_probability(estimate: float, se_retest: float, target: float) ->
     the rule's interval; 0 when it cannot be told)."""
     if not (math.isfinite(estimate) and math.isfinite(se_retest)) or se_retest <= 0:
         return 0.0
-    return NormalDist().cdf((estimate - target) / se_retest - _Z95)
+    return NormalDist().cdf((estimate - target) / se_retest - Z95)
 
 
 def retest_pass_low(estimate: float, se: float, se_retest: float, target: float,

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 from tqdm.auto import tqdm
 from torch import Tensor
 
-from sae_steer.config import (PROMISE, SelectConfig, SteerConfig, promise_kept,
+from sae_steer.config import (PROMISE, Z95, SelectConfig, SteerConfig, promise_kept,
                               retest_pass_low, retest_pass_probability, sample_seeds)
 from sae_steer.measure.report import SteeringReport, run_reports
 from sae_steer.measure.screen_results import SteerabilityScreen
@@ -47,8 +47,6 @@ from sae_steer.steer.batch import generate_rows, generation_rows
 
 if TYPE_CHECKING:
     from transformer_lens import HookedTransformer
-
-_Z95 = 1.959963984540054
 
 
 @dataclasses.dataclass
@@ -220,7 +218,7 @@ def _record_confirm(screen: SteerabilityScreen, target: Target, plan: _Plan,
         row = {**_row(target, rep, rel, cfg.cost_budget), **extra.get(f, {}), "round": plan.round,
                "tested": tested, **{f"test_{k}": v for k, v in ev.items()},
                "pass_chance": retest_pass_probability(ev["estimate"], ev["se_retest"], ev["target"])}
-        best = retest_pass_probability(ev["estimate"] + _Z95 * ev["se"], ev["se_retest"], ev["target"])
+        best = retest_pass_probability(ev["estimate"] + Z95 * ev["se"], ev["se_retest"], ev["target"])
         row["open"] = best >= PROMISE and row["nll_cost"] <= cfg.cost_budget
         screen.confirmations[f] = row
 

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-Z95 = 1.959964
+from sae_steer.config import Z95
 
 
 @dataclasses.dataclass

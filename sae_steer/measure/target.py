@@ -16,14 +16,13 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sae_steer.config import COST_BUDGET, FIRES_GAIN_TARGET, LIFT_TARGET, best_scale, passes
+from sae_steer.config import COST_BUDGET, FIRES_GAIN_TARGET, LIFT_TARGET, Z95, best_scale, passes
 from sae_steer.measure.sides import Comparison
 
 DEFINITIONS = ("own firing", "own words", "concept")
 """How a steered feature can succeed (``Target.definitions`` is a subset)."""
 THRESHOLDS = {"own firing": FIRES_GAIN_TARGET, "own words": LIFT_TARGET, "concept": LIFT_TARGET}
 """Each definition's lower-bound threshold (``config.rules``)."""
-_Z95 = 1.959963984540054  # the 95 % intervals' half-width in standard errors
 
 
 @dataclasses.dataclass
@@ -144,4 +143,4 @@ def _test_scale(definition: str, m: Any, cmp: Comparison, feature: int) -> tuple
         return mean, max(math.sqrt(var / len(d)), 1 / len(d))
     if not (m.value > 0 and m.lo > 0 and math.isfinite(m.value)):
         return math.nan, math.nan
-    return math.log(m.value), (math.log(m.value) - math.log(m.lo)) / _Z95
+    return math.log(m.value), (math.log(m.value) - math.log(m.lo)) / Z95
