@@ -148,7 +148,7 @@ def shaped_model(device: str, quick: bool):
 
 
 def stage_screen(ctx: argparse.Namespace) -> None:
-    from sae_steer import SAE, ScreenConfig, SteerConfig, feature_scores, screen_features
+    from sae_steer import SAE, SelectConfig, SteerConfig, feature_scores, screen_features
     from sae_steer.config import SAEConfig
     from sae_steer.inspect import search_features
     from sae_steer.lm import load_texts
@@ -162,16 +162,17 @@ def stage_screen(ctx: argparse.Namespace) -> None:
     t0 = time.perf_counter()
     search = search_features(model, sae, load_texts("toystories", split="validation",
                                                     n=n_texts), progress=False)
-    alive = [int(i) for i in (search.density > 0).nonzero().flatten()][:n_features]
+    alive = search.alive()[:n_features]
     t1 = time.perf_counter()
-    scores = feature_scores(model, sae, search=search, progress=False)
+    scores = feature_scores(model, sae, search=search, progress=False)  # output-score order
     t2 = time.perf_counter()
-    cfg = ScreenConfig(n_confirm=1, n_final=8)  # stage 1 at its defaults; a token stage 2
+    # ranking at its defaults; a token confirmation and report
+    cfg = SelectConfig(n_confirm=1, confirm_rounds=(8,), n_report=8)
     with tempfile.TemporaryDirectory(dir=os.environ.get(TMP_ENV)) as tmp:
         screen = screen_features(model, sae, search, cfg, SteerConfig(max_new_tokens=new),
                                  features=alive, scores=scores, path=tmp, progress=False)
     wall = time.perf_counter() - t2
-    stage1 = screen.meta.get("stage1_s")  # the screen's own clock; else the call's wall time
+    stage1 = screen.meta.get("rank_s")  # the ranking stage's own clock; else the call's wall time
     seconds = stage1 if stage1 is not None else wall
     rate = len(screen.stage1) / seconds * 60
     print(f"RESULT screen_d_model {model.cfg.d_model}")
@@ -181,7 +182,7 @@ def stage_screen(ctx: argparse.Namespace) -> None:
     print(f"RESULT screen_scores_s {t2 - t1:.1f}")
     print(f"RESULT screen_stage1_features {len(screen.stage1)}")
     print(f"RESULT screen_stage1_s {seconds:.1f}")
-    print(f"RESULT screen_stage1_clock {'stage1_s' if stage1 is not None else 'wall'}")
+    print(f"RESULT screen_stage1_clock {'rank_s' if stage1 is not None else 'wall'}")
     print(f"RESULT screen_features_per_min {rate:.1f}")
     print(f"RESULT screen_all_{d_sae}_minutes_extrapolated {d_sae / rate:.1f}")
 
@@ -208,16 +209,17 @@ def stage_pipeline(ctx: argparse.Namespace) -> None:
     from sae_steer import (SteerConfig, concept_matches, generate_steered, load_model,
                            load_or_search, load_texts, planted_concepts, reference_training,
                            rescore, steer_concept)
-    from sae_steer.config import ChooseConfig
+    from sae_steer.config import SelectConfig
     from sae_steer.train import train_sae
     from sae_steer.train.pipeline import reference_configs
 
     cuda = ctx.device.startswith("cuda")
     if cuda:
         torch.cuda.reset_peak_memory_stats()
-    n_val, choose, new = ((200, ChooseConfig(n_candidates=2, n_select=4, n_final=4), 30)
-                          if ctx.quick else (None, ChooseConfig(n_candidates=5, n_select=16,
-                                                                n_final=32), 100))
+    # the demo's concept search (the preset's defaults); the quick run on few samples
+    n_val, choose, new = ((200, SelectConfig.for_concept(n_candidates=2, n_rank=4,
+                                                         confirm_rounds=(4,), n_report=4), 30)
+                          if ctx.quick else (None, SelectConfig.for_concept(), 100))
     clock, parts = time.perf_counter(), {}
 
     def lap(part: str) -> None:
