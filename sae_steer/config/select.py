@@ -43,8 +43,7 @@ class SelectConfig(StageConfig):
     rank_seed: int = 0
     """Seed of the ranking samples (baseline and steered rows share it)."""
     n_confirm: int = 24
-    """How many of the best-ranked candidates are confirmed (the family the false-discovery
-    control counts)."""
+    """How many of the best-ranked candidates the first confirmation round measures."""
     confirm_rounds: tuple[int, ...] = (128, 2048)
     """Samples per side of each confirmation round, each on fresh seeds. Telling a feature
     that keeps the promise from one just short of it takes about two thousand."""

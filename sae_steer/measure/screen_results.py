@@ -1,6 +1,6 @@
 """What a selection found (``SteerabilityScreen``, every preset's result): per candidate its
-ranking figures, per confirmed feature its confirmation figures (the definitions it passed,
-its p-value against the selection line, whether it is recommended), and per reported
+ranking figures, per confirmed feature its last round's figures (the definitions it passed,
+its chance to pass a re-test, whether it is recommended), and per reported
 feature the report stage's figures on fresh seeds beside the baselines. Data only:
 ``select.py`` measures, ``ui`` draws.
 """
