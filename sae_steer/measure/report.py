@@ -36,7 +36,7 @@ from sae_steer.measure.batch import Arm, measure_batch
 from sae_steer.measure.concepts import as_concept
 from sae_steer.measure.sides import Comparison, SideStats
 from sae_steer.measure.stats import Estimate, Ratio
-from sae_steer.steer import (Generation, Steerer, steering_direction)
+from sae_steer.steer import Generation, Steerer, steering_direction
 
 if TYPE_CHECKING:
     from transformer_lens import HookedTransformer
@@ -202,9 +202,8 @@ def run_reports(
     (``references[f]``, at the steering vector's norm) on ``seeds`` (default: ``cfg``'s)
     against one unsteered baseline."""
     concepts = _concepts(concept, [f for f, _ in items])
+    # measure_batch refuses a baseline drawn on other seeds
     seeds = list(seeds) if seeds is not None else sample_seeds(cfg.seed, cfg.n_samples)
-    if unsteered is not None and unsteered.seeds != seeds:
-        raise ValueError("the unsteered baseline was sampled with other seeds/n_samples")
     steerer = Steerer.for_config(model, sae, cfg)
     scales = [steerer.absolute({f: sc}, cfg.scale_unit, cfg.mode)[f] for f, sc in items]
     feats = [tuple(dict.fromkeys([f, *(rescore_features or [])])) for f, _ in items]
