@@ -13,6 +13,14 @@ side's own recipe run by its own trainer, on any device.
     # the newer architectures: jumprelu (L0 coefficient calibrated), batchtopk, matryoshka
     python bench/train_vs_saelens.py --arch new --calibrate-l0 30    # --arch all: the five
 
+**SAELens's side is run once per setting**: its result (figures, tokens/s, date, machine
+load) is saved in the cache (``bench/train_vs_saelens/``), keyed by every setting it depends
+on, the source of the code that builds the data, runs SAELens and measures it, and the
+SAELens and torch versions; a later run with the same key reads it back and says so on each
+SAELens line, so iterating on sae_steer's side of ``--long`` takes minutes, not 50.
+``--fresh-saelens`` runs it again (for a speed ratio both sides should run on the same,
+idle machine).
+
 **Data** (identical batches for both sides: batch i is generated from seed (seed, i)). A
 ground-truth dictionary of ``--n-true`` (10,000) random unit directions in d_in 768.
 Feature i fires on a token independently with probability p_i = c / (i + 10) (Zipf,
@@ -89,11 +97,16 @@ threshold.
 from __future__ import annotations
 
 import argparse
+import hashlib
+import inspect
+import json
 import math
 import os
 import statistics
 import time
 import warnings
+from importlib.metadata import version
+from pathlib import Path
 
 os.environ.setdefault("TQDM_DISABLE", "1")  # SAELens's trainer always draws a progress bar
 
@@ -121,6 +134,7 @@ from sae_lens.training.sae_trainer import SAETrainer  # noqa: E402
 
 from sae_steer.config import SAEConfig, TrainConfig  # noqa: E402
 from sae_steer.config import sae as sae_config  # noqa: E402
+from sae_steer.fsutil import cache_dir, write_json_atomic  # noqa: E402
 from sae_steer.sae import SAE  # noqa: E402
 from sae_steer.train import train  # noqa: E402
 
@@ -366,8 +380,43 @@ def calibrate_l1(side: str, truth, held_out, args, steps: int,
     return out
 
 
+def saelens_key(arch: str, args, steps: int) -> dict:
+    """Everything SAELens's result depends on: this bench's settings for ``arch``, the code
+    that builds the data, runs SAELens and measures it, and the versions. sae_steer's side
+    is not in it, so changing sae_steer never invalidates a saved SAELens run."""
+    code = "".join(inspect.getsource(f) for f in (
+        GroundTruth, TimedBatches, run_saelens, batchtopk_inference_encode, quality, setup))
+    coefficient = {"relu": args.l1_saelens, "jumprelu": args.l0_saelens}.get(arch)
+    return {"arch": arch, "d_sae": args.d_sae, "n_true": args.n_true, "batch": args.batch,
+            "steps": steps, "lr": args.lr, "k": args.k if arch in K_ARCHS else None,
+            "coefficient": coefficient, "held_out": args.held_out, "warmup": args.warmup,
+            "device": args.device.type, "constants": [D_IN, TRUE_L0, NOISE, AUX_K_COEF],
+            "code": hashlib.sha256(code.encode()).hexdigest()[:16],
+            "sae_lens": version("sae-lens"), "torch": torch.__version__}
+
+
+def saved_saelens(arch: str, args, steps: int) -> tuple[Path, dict | None]:
+    """Where SAELens's run for these settings is saved, and the saved result (None: none
+    yet, or ``--fresh-saelens``)."""
+    key = saelens_key(arch, args, steps)
+    name = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
+    path = cache_dir() / "bench" / "train_vs_saelens" / f"{arch}_{name}.json"
+    if args.fresh_saelens or not path.exists():
+        return path, None
+    saved = json.loads(path.read_text())
+    return path, saved["result"] if saved.get("key") == key else None
+
+
 def bench(arch: str, side: str, truth, held_out, args, steps: int,
           option: str = "fp32") -> dict[str, float]:
+    if side == "SAELens":
+        path, saved = saved_saelens(arch, args, steps)
+        if saved is not None:
+            print(f"  {arch:5s} SAELens   {saved['tok_s']:9.0f} tok/s  EV {saved['ev']:.3f}  "
+                  f"L0 {saved['l0']:6.1f}  dead {saved['dead']:.1%}  recovery "
+                  f"{saved['recovery']:.3f}  (saved run of {saved['date']}, {saved['where']}: "
+                  f"{path})", flush=True)
+            return {**saved, "saved": True}
     data = TimedBatches(truth, steps, args.batch)
     start = time.perf_counter()
     encode, decode, W_dec = (run_ours if side == "sae_steer" else run_saelens)(
@@ -376,6 +425,9 @@ def bench(arch: str, side: str, truth, held_out, args, steps: int,
     timed = data.times[args.warmup:] or data.times
     out = quality(encode, decode, W_dec, held_out, truth)
     out.update(tok_s=args.batch / statistics.median(timed), steps=data.i, wall=wall)
+    if side == "SAELens":  # its side does not change while sae_steer's does: keep it
+        out.update(date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), where=where(args))
+        write_json_atomic(path, {"key": saelens_key(arch, args, steps), "result": out})
     side = side if option == "fp32" else f"{side} {option}"
     print(f"  {arch:5s} {side:9s} {out['tok_s']:9.0f} tok/s  EV {out['ev']:.3f}  "
           f"L0 {out['l0']:6.1f}  dead {out['dead']:.1%}  recovery {out['recovery']:.3f}  "
@@ -430,6 +482,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--options", nargs="*", choices=("tf32", "bfloat16"), default=[],
                    help="also run sae_steer with these speed options (TrainConfig.tf32, "
                    "SAEConfig.dtype='bfloat16'), each reported beside its fp32 run")
+    p.add_argument("--fresh-saelens", action="store_true",
+                   help="run SAELens's side even when a saved run with the same settings, "
+                   "code and versions exists (saved under the cache's bench/ folder)")
     args = p.parse_args(argv)
     if args.quick and args.long:
         p.error("--quick and --long are two different runs: pick one")
@@ -472,6 +527,14 @@ def setup(args: argparse.Namespace) -> tuple[GroundTruth, list[torch.Tensor], in
     return truth, held_out, max(args.tokens // args.batch, args.warmup + 2)
 
 
+def where(args: argparse.Namespace) -> str:
+    """The device in words (on a CPU with its threads and load, which a speed depends on)."""
+    if args.device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(args.device)})"
+    return (f"cpu, {torch.get_num_threads()} threads, {os.cpu_count()} cores, load average "
+            f"{os.getloadavg()[0]:.1f}")
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if args.threads:
@@ -479,10 +542,7 @@ def main(argv: list[str] | None = None) -> None:
     tokens = args.tokens
     warnings.filterwarnings("ignore")
     truth, held_out, steps = setup(args)
-    where = (f"cuda ({torch.cuda.get_device_name(args.device)})" if args.device.type == "cuda"
-             else f"cpu, {torch.get_num_threads()} threads, {os.cpu_count()} cores, load "
-             f"average {os.getloadavg()[0]:.1f} at start")
-    print(f"device {where}, torch {torch.__version__}")
+    print(f"device {where(args)}, torch {torch.__version__}")
     print(f"data: d_in {D_IN}, {args.n_true:,} true directions, true L0 "
           f"{float(truth.p.sum()):.1f}, noise std {NOISE}; SAE d_sae {args.d_sae:,}, batch "
           f"{args.batch}, {steps} steps = {steps * args.batch:,} tokens per side; held-out "
@@ -517,7 +577,9 @@ def main(argv: list[str] | None = None) -> None:
     for arch in archs:
         ours, theirs = res[arch, "sae_steer"], res[arch, "SAELens"]
         lines += [f"RESULT fair_ratio_{arch} {ours['tok_s'] / theirs['tok_s']:.2f}",
-                  f"RESULT fair_tok_s_{arch} {ours['tok_s']:.0f} vs {theirs['tok_s']:.0f}",
+                  f"RESULT fair_tok_s_{arch} {ours['tok_s']:.0f} vs {theirs['tok_s']:.0f}"
+                  + (f" (SAELens: saved run of {theirs['date']}, {theirs['where']})"
+                     if theirs.get("saved") else ""),
                   f"RESULT fair_ev_gap_{arch} {ours['ev'] - theirs['ev']:+.3f}",
                   f"RESULT fair_ev_{arch} {ours['ev']:.3f} vs {theirs['ev']:.3f}",
                   f"RESULT fair_l0_{arch} {ours['l0']:.1f} vs {theirs['l0']:.1f}",
