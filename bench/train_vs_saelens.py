@@ -97,8 +97,8 @@ threshold.
 from __future__ import annotations
 
 import argparse
+import ast
 import hashlib
-import inspect
 import json
 import math
 import os
@@ -380,12 +380,18 @@ def calibrate_l1(side: str, truth, held_out, args, steps: int,
     return out
 
 
+_SAELENS_CODE = ("GroundTruth", "TimedBatches", "run_saelens", "batchtopk_inference_encode",
+                 "quality", "setup")
+"""The code SAELens's saved result depends on (its source is part of the key)."""
+
+
 def saelens_key(arch: str, args, steps: int) -> dict:
     """Everything SAELens's result depends on: this bench's settings for ``arch``, the code
     that builds the data, runs SAELens and measures it, and the versions. sae_steer's side
     is not in it, so changing sae_steer never invalidates a saved SAELens run."""
-    code = "".join(inspect.getsource(f) for f in (
-        GroundTruth, TimedBatches, run_saelens, batchtopk_inference_encode, quality, setup))
+    source = Path(__file__).read_text()
+    code = "".join(ast.get_source_segment(source, node) for node in ast.parse(source).body
+                   if getattr(node, "name", None) in _SAELENS_CODE)
     coefficient = {"relu": args.l1_saelens, "jumprelu": args.l0_saelens}.get(arch)
     return {"arch": arch, "d_sae": args.d_sae, "n_true": args.n_true, "batch": args.batch,
             "steps": steps, "lr": args.lr, "k": args.k if arch in K_ARCHS else None,
