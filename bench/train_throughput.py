@@ -92,7 +92,7 @@ class Ours:
         self.opt.zero_grad(set_to_none=True)
         self.sae.normalize_decoder_()
         self.since_fired += 1
-        self.since_fired[out.fired] = 0
+        self.since_fired[out.fires > 0] = 0
 
     @torch.no_grad()
     def reconstruct(self, x):

@@ -98,6 +98,20 @@ class SAEConfig(StageConfig):
 
 
 
+def default_lr(d_sae: int, d_in: int) -> float:
+    """The default learning rate: ``2e-4 * sqrt(2**14 / d_sae) * sqrt(768 / d_in)``.
+
+    The width term is Gao et al. 2024's 1/sqrt(number of latents). The input term keeps
+    Adam's step the same size relative to a unit decoder row: the inputs are normalised
+    to mean squared norm ``d_in``, so a row's coordinates are about 1/sqrt(d_in) while
+    Adam moves each by about ``lr``; at d_in 768 it is 1 (the reference the constant was
+    set at). On the offline worlds (d_in 64) the best of a grid from x1/8 to x8 of the old,
+    width-only rule lay at x4 to x8 for 512 and 2,048 features, at 480 and 1,500 steps
+    (``bench/lr_sweep.py``, docs/results.md); this rule gives x3.5 there. The sweep showed
+    no separate dependence on the budget."""
+    return 2e-4 * math.sqrt(2 ** 14 / d_sae) * math.sqrt(768 / d_in)
+
+
 _AUTO_FRACTIONS = {"lr_warmup_steps": 0.05, "lr_decay_steps": 0.2, "l1_warmup_steps": 0.1}
 """TrainConfig's schedules left at None: these fractions of ``n_steps``."""
 
@@ -114,9 +128,9 @@ class TrainConfig(StageConfig):
     batch_size: int = 4096
     """Activation vectors (tokens) per optimiser step."""
     lr: float | None = None
-    """Adam learning rate after warm-up. None: ``2e-4 / sqrt(d_sae / 2**14)``, the
-    1/sqrt(width) scaling of Gao et al. 2024 (1.1e-3 at 512 features, 2.6e-4 at 10,000).
-    The old fixed 4e-4 with a 100-step warm-up starved short runs on small models."""
+    """Adam learning rate after warm-up. None: ``default_lr(d_sae, d_in)``, which follows
+    the SAE's width and its input's width (3.9e-3 at 512 features on a 64-wide residual
+    stream, 2.6e-4 at 10,000 on a 768-wide one)."""
     adam_beta1: float = 0.9
     """Adam's first-moment decay."""
     adam_beta2: float = 0.999
@@ -151,10 +165,20 @@ class TrainConfig(StageConfig):
     """Weight of the AuxK loss that revives dead features of ``topk``, ``batchtopk`` and
     ``matryoshka_batchtopk`` SAEs (0: off)."""
     dead_after_steps: int = 200
-    """A feature that has not fired for this many steps counts as dead."""
+    """A feature that has not fired for this many steps counts as dead; this is also the
+    time constant (in steps) of its firing-rate estimate, and no feature counts as dead
+    before this many steps."""
+    dead_below_mean: float = 0.01
+    """A feature that fires less than this fraction as often as the average feature also
+    counts as dead, even if it fired within ``dead_after_steps`` (0: only the last-fired
+    rule). A rate is an exponential moving average of the fraction of each batch's tokens
+    the feature fires on; the average feature's is L0 / d_sae, so the line follows the
+    SAE's width and sparsity (3e-4 at 1,024 features and L0 32, 5e-6 at 65,536)."""
     resample_every: int = 500
-    """``relu`` and ``jumprelu``: every this many steps re-initialise dead features toward
-    inputs the SAE reconstructs worst (0: never). No resampling during LR decay."""
+    """Every this many steps re-initialise dead features toward inputs the SAE reconstructs
+    worst (0: never). No resampling during LR decay. For the topk family this points a
+    dead feature at what the live ones miss, where AuxK can then train it: AuxK alone
+    never reaches a feature whose pre-activations are negative on every token."""
     dense_threshold: float = 0.1
     """A feature firing on more than this fraction of a batch counts as dense."""
     normalize_activations: bool = True
@@ -226,6 +250,8 @@ class TrainConfig(StageConfig):
                      f"got {value!r}")
         require(self.lr is None or (isinstance(self.lr, (int, float)) and 0 < self.lr < float("inf")),
                  f"lr must be None or a positive finite number, got {self.lr!r}")
+        require(isinstance(self.dead_below_mean, (int, float)) and 0 <= self.dead_below_mean < 1,
+                f"dead_below_mean must be in [0, 1), got {self.dead_below_mean!r}")
         for name in ("l1_coefficient", "l0_coefficient", "aux_k_coefficient"):
             value = getattr(self, name)
             require(isinstance(value, (int, float)) and 0 <= value < float("inf"),
@@ -268,13 +294,13 @@ class TrainConfig(StageConfig):
         return {"relu": self.l1_coefficient, "jumprelu": self.l0_coefficient}.get(
             architecture, 0.0)
 
-    def resolved(self, d_sae: int) -> TrainConfig:
-        """This config with every None ("auto") setting made concrete for ``d_sae`` features
-        and ``n_steps`` steps: what the training loop runs."""
+    def resolved(self, d_sae: int, d_in: int) -> TrainConfig:
+        """This config with every None ("auto") setting made concrete for an SAE of ``d_sae``
+        features on ``d_in``-wide inputs and ``n_steps`` steps: what the training loop runs."""
         fixed = {name: max(int(fraction * self.n_steps), 0 if name == "lr_decay_steps" else 1)
                  for name, fraction in _AUTO_FRACTIONS.items() if getattr(self, name) is None}
         if self.lr is None:
-            fixed["lr"] = 2e-4 / math.sqrt(d_sae / 2 ** 14)
+            fixed["lr"] = default_lr(d_sae, d_in)
         return self.replace(**fixed) if fixed else self
 
 

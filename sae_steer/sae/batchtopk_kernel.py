@@ -84,15 +84,15 @@ class _BatchTopKLoss(torch.autograd.Function):
         ctx.save_for_backward(sae_in, W_enc, W_dec, e, rows, cols, vals, row_offsets, dead_idx)
         active = vals > 0
         n_active = active.sum()
-        fired = torch.zeros(d_sae, dtype=torch.long, device=x.device).scatter_add_(
-            0, cols, active.long()) > 0
+        fires = torch.zeros(d_sae, dtype=torch.long, device=x.device).scatter_add_(
+            0, cols, active.long())
         kept_min = torch.where(active, vals, torch.full_like(vals, float("inf"))).min()
         x_hat = x_hats[-1]
-        ctx.mark_non_differentiable(x_hat, n_active, fired, kept_min)
-        return sq[-1], sq[:-1].sum(), x_hat, pre_dead, n_active, fired, kept_min
+        ctx.mark_non_differentiable(x_hat, n_active, fires, kept_min)
+        return sq[-1], sq[:-1].sum(), x_hat, pre_dead, n_active, fires, kept_min
 
     @staticmethod
-    def backward(ctx, g_outer, g_inner, _x_hat, g_pre_dead, _n_active, _fired, _min):
+    def backward(ctx, g_outer, g_inner, _x_hat, g_pre_dead, _n_active, _fires, _min):
         sae_in, W_enc, W_dec, e, rows, cols, vals, row_offsets, dead_idx = ctx.saved_tensors
         n_levels, n = e.shape[0], e.shape[1]
         d_sae = W_dec.shape[0]
@@ -151,11 +151,11 @@ def batchtopk_training_forward(sae: SAEWeights, x: Tensor, dead_mask: Tensor | N
         return out, kept_min
     widths = sae.cfg.matryoshka_widths or (sae.d_sae,)
     dead_idx = dead_columns(sae, dead_mask, aux_k_coefficient)
-    mse, inner, x_hat, pre_dead, n_active, fired, kept_min = _BatchTopKLoss.apply(
+    mse, inner, x_hat, pre_dead, n_active, fires, kept_min = _BatchTopKLoss.apply(
         x, sae.W_enc, sae.b_enc, sae.W_dec, sae.b_dec, sae.cfg.k,
         torch.tensor(widths[:-1], dtype=torch.long, device=x.device),
         sae.cfg.apply_b_dec_to_input, dead_idx)
     aux = aux_k_loss(sae, x, x_hat, pre_dead, dead_idx, aux_k_coefficient, aux_k)
     l0 = n_active.float() / x.shape[0]
-    return step_output(mse=mse, sparsity=mse.new_zeros(()), aux=aux, l0=l0, fired=fired,
+    return step_output(mse=mse, sparsity=mse.new_zeros(()), aux=aux, l0=l0, fires=fires,
                        x_hat=x_hat, inner=inner), kept_min

@@ -104,4 +104,4 @@ def jumprelu_training_forward(sae: SAEWeights, x: Tensor, l0_coefficient: float,
         x, sae.W_enc, sae.b_enc, sae.W_dec, sae.b_dec, sae.threshold, float(l0_coefficient),
         float(bandwidth), sae.cfg.apply_b_dec_to_input)
     return step_output(mse=mse, sparsity=penalty, aux=mse.new_zeros(()), l0=l0,
-                       fired=n_fired > 0, x_hat=x_hat)
+                       fires=n_fired, x_hat=x_hat)

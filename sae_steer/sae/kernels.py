@@ -16,7 +16,6 @@ from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
-from jaxtyping import Bool
 from torch import Tensor
 
 
@@ -53,17 +52,18 @@ class TrainStepOutput:
     outer one is ``mse_loss``); else 0."""
     l0: Tensor
     """Mean number of active features per token (no grad)."""
-    fired: Bool[Tensor, " d_sae"]
-    """Which features were active on at least one token of the batch."""
+    fires: Tensor
+    """[d_sae]: on how many of the batch's tokens each feature fired (no grad; the
+    trainer's firing-rate estimate and last-fired steps read it)."""
     x_hat: Tensor
     """Reconstruction, detached, same shape as the input."""
 
 
-def step_output(*, mse, sparsity, aux, l0, fired, x_hat, inner=None) -> TrainStepOutput:
+def step_output(*, mse, sparsity, aux, l0, fires, x_hat, inner=None) -> TrainStepOutput:
     inner = mse.new_zeros(()) if inner is None else inner
     return TrainStepOutput(loss=mse + inner + sparsity + aux, mse_loss=mse,
                            sparsity_loss=sparsity, aux_loss=aux, inner_mse_loss=inner, l0=l0,
-                           fired=fired, x_hat=x_hat.detach())
+                           fires=fires, x_hat=x_hat.detach())
 
 
 def _aux_k_scale(n_dead: int, aux_k: int) -> tuple[int, float]:
@@ -161,8 +161,8 @@ def dense_training_forward(sae: SAEWeights, x: Tensor, *, l1_coefficient: float 
     with torch.no_grad():
         active = feats > 0
         l0 = active.sum(-1).float().mean()
-        fired = active.any(0)
-    return step_output(mse=mse, sparsity=sparsity, aux=aux, l0=l0, fired=fired, x_hat=x_hat,
+        fires = active.sum(0)
+    return step_output(mse=mse, sparsity=sparsity, aux=aux, l0=l0, fires=fires, x_hat=x_hat,
                        inner=inner)
 
 

@@ -44,21 +44,23 @@ class _ReluLoss(torch.autograd.Function):
             row_offsets = bag_offsets(rows, n)
             x_hat = bag_sum(cols, W_dec, row_offsets, vals) + b_dec
             col_sum = torch.zeros_like(norms).index_add_(0, cols, vals)
+            fires = torch.bincount(cols, minlength=len(norms))
             saved = (rows, cols, vals, row_offsets)
         else:
             x_hat = torch.addmm(b_dec, feats, W_dec)
             col_sum = feats.sum(0)
+            fires = (feats > 0).sum(0)
             saved = (feats,)
         e = x_hat - x
         mse = e.pow(2).sum(1).mean()
         penalty = l1 * (col_sum @ norms) / n
         ctx.l1, ctx.apply_b_dec, ctx.sparse = l1, apply_b_dec, sparse
         ctx.save_for_backward(sae_in, W_enc, W_dec, e, norms, col_sum, *saved)
-        ctx.mark_non_differentiable(x_hat, col_sum)
-        return mse, penalty, x_hat, col_sum, mse.new_tensor(n_active / n)
+        ctx.mark_non_differentiable(x_hat, fires)
+        return mse, penalty, x_hat, fires, mse.new_tensor(n_active / n)
 
     @staticmethod
-    def backward(ctx, g_mse, g_pen, _x_hat, _col_sum, _l0):
+    def backward(ctx, g_mse, g_pen, _x_hat, _fires, _l0):
         sae_in, W_enc, W_dec, e, norms, col_sum, *saved = ctx.saved_tensors
         n, d_sae = e.shape[0], W_dec.shape[0]
         g = e * (2.0 * g_mse / n)                            # dL/dx_hat
@@ -90,8 +92,8 @@ class _ReluLoss(torch.autograd.Function):
 
 def relu_training_forward(sae: SAEWeights, x: Tensor, l1_coefficient: float) -> TrainStepOutput:
     x = x.to(sae.dtype)
-    mse, penalty, x_hat, col_sum, l0 = _ReluLoss.apply(
+    mse, penalty, x_hat, fires, l0 = _ReluLoss.apply(
         x, sae.W_enc, sae.b_enc, sae.W_dec, sae.b_dec, float(l1_coefficient),
         sae.cfg.apply_b_dec_to_input)
     return step_output(mse=mse, sparsity=penalty, aux=mse.new_zeros(()), l0=l0,
-                   fired=col_sum > 0, x_hat=x_hat)
+                   fires=fires, x_hat=x_hat)

@@ -106,8 +106,8 @@ def topk_training_forward(sae: SAEWeights, x: Tensor, dead_mask: Tensor | None,
     with torch.no_grad():
         active = acts > 0
         l0 = active.sum(1).float().mean()
-        # a count, not fired[idx[active]] = True: boolean indexing waits for the device
-        fired = torch.zeros(sae.d_sae, dtype=torch.long, device=x.device).scatter_add_(
-            0, idx.reshape(-1), active.reshape(-1).long()) > 0
+        # a scatter, not boolean indexing (which waits for the device)
+        fires = torch.zeros(sae.d_sae, dtype=torch.long, device=x.device).scatter_add_(
+            0, idx.reshape(-1), active.reshape(-1).long())
     return step_output(mse=mse, sparsity=mse.new_zeros(()), aux=aux, l0=l0,
-                   fired=fired, x_hat=x_hat)
+                   fires=fires, x_hat=x_hat)

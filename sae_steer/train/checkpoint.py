@@ -145,23 +145,65 @@ class TrainState:
     step: int
     scale: float | None
     steps_since_fired: Tensor  # [d_sae] long: steps since each feature last fired
+    fire_rate: Tensor  # [d_sae] float32: moving average of each feature's firing rate
+    #                    (not yet divided by its weight so far, 1 - decay**step: see rate)
     freq_sum: Tensor  # [d_sae] float: sum of per-log-step firing frequencies
     generator: torch.Generator  # resampling randomness (own stream, checkpointed)
     history: list[dict[str, float]]
 
     @classmethod
     def fresh(cls, sae: SAE, seed: int) -> TrainState:
+        zeros = torch.zeros(sae.d_sae, dtype=torch.float32, device=sae.device)
         return cls(step=0, scale=None,
                    steps_since_fired=torch.zeros(sae.d_sae, dtype=torch.long, device=sae.device),
-                   freq_sum=torch.zeros(sae.d_sae, dtype=torch.float32, device=sae.device),
+                   fire_rate=zeros, freq_sum=zeros.clone(),
                    generator=torch.Generator().manual_seed(seed), history=[])
+
+    # --- dead features: the one rule (TrainConfig.dead_after_steps, .dead_below_mean) ---
+    def record_fires(self, fires: Tensor, n_tokens: int, cfg: TrainConfig) -> None:
+        """After a step: ``fires[i]`` of the step's ``n_tokens`` tokens fired feature i."""
+        self.steps_since_fired += 1
+        self.steps_since_fired.masked_fill_(fires > 0, 0)
+        decay = _rate_decay(cfg)
+        self.fire_rate.mul_(decay).add_(fires.float(), alpha=(1 - decay) / n_tokens)
+
+    def rate(self, cfg: TrainConfig) -> Tensor:
+        """[d_sae]: each feature's firing rate (fraction of tokens), a moving average over
+        about ``dead_after_steps`` steps (bias-corrected as Adam's moments are)."""
+        return self.fire_rate / max(1 - _rate_decay(cfg) ** self.step, 1e-12)
+
+    def dead(self, cfg: TrainConfig) -> Tensor:
+        """[d_sae] bool: features that have not fired for ``dead_after_steps`` steps, or (once
+        that many steps have passed) fire less than ``dead_below_mean`` times as often as
+        the average feature."""
+        dead = self.steps_since_fired >= cfg.dead_after_steps
+        if cfg.dead_below_mean and self.step >= cfg.dead_after_steps:
+            dead |= self.fire_rate < cfg.dead_below_mean * self.fire_rate.mean()  # the
+            #   bias correction divides both sides alike: no need for rate()
+        return dead
+
+    def revived(self, features: Tensor, cfg: TrainConfig) -> None:
+        """``features`` (bool [d_sae]) were re-initialised: they start a fresh window, with
+        their rate just above the line, so a revived feature that fires stays out of the
+        dead set and one that stays silent is back in it (and under AuxK) at once."""
+        self.steps_since_fired.masked_fill_(features, 0)
+        c, n = cfg.dead_below_mean, int(features.sum())
+        others = self.fire_rate.masked_fill(features, 0).sum()
+        # the line c * mean counts the revived rates v too: v = c * (others + n v) / d_sae
+        v = c * others / (len(self.fire_rate) - c * n)
+        self.fire_rate.masked_fill_(features, float(v) * (1 + 1e-3))
+
+
+def _rate_decay(cfg: TrainConfig) -> float:
+    return 1 - 1 / cfg.dead_after_steps
 
 
 def save_training(root, sae: SAE, optimizer: torch.optim.Optimizer, state: TrainState,
                   cfg: TrainConfig) -> Path:
     """Checkpoint a training run at ``state.step`` under ``root``."""
     opt_tensors, opt_meta = optimizer_to_flat(optimizer)
-    trainer = {"steps_since_fired": state.steps_since_fired, "freq_sum": state.freq_sum,
+    trainer = {"steps_since_fired": state.steps_since_fired, "fire_rate": state.fire_rate,
+               "freq_sum": state.freq_sum,
                "generator": state.generator.get_state(), "torch_rng": torch.get_rng_state()}
     meta = {"batches_consumed": state.step, "scale": state.scale, "history": state.history,
             "train_cfg": cfg.to_dict(), "sae_cfg": _sae_cfg_dict(sae.cfg),
@@ -187,6 +229,11 @@ def restore_training(path: Path, sae: SAE, optimizer: torch.optim.Optimizer, sta
     trainer = tensors["trainer"]
     state.step, state.scale, state.history = meta["step"], meta["scale"], meta["history"]
     state.steps_since_fired = trainer["steps_since_fired"].to(sae.device)
+    if "fire_rate" in trainer:
+        state.fire_rate = trainer["fire_rate"].to(sae.device)
+    else:  # a checkpoint from before the rate: every feature at the same rate, so none
+        #   counts as dead by its rate until a window has told them apart
+        state.fire_rate = torch.full_like(state.freq_sum, 1 - _rate_decay(cfg) ** state.step)
     state.freq_sum = trainer["freq_sum"].to(sae.device)
     state.generator.set_state(trainer["generator"])
     torch.set_rng_state(trainer["torch_rng"])

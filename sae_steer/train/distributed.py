@@ -110,7 +110,7 @@ def train_distributed(sae: SAE, batches: Iterable[Tensor], cfg: TrainConfig, *,
                          f"{world} ranks")
     if resume and checkpoint_dir is None:
         raise ValueError("resume=True needs checkpoint_dir (where the checkpoints are)")
-    cfg = cfg.resolved(sae.d_sae)  # auto lr and schedules, the same on every rank
+    cfg = cfg.resolved(sae.d_sae, sae.d_in)  # auto lr and schedules, the same on every rank
     sae.requires_grad_(True)  # DDP wraps only parameters that need grad (a loaded SAE has none)
     comm = _Ranks(DistributedDataParallel(_TrainingForward(sae)))
     optimizer = torch.optim.Adam(sae.parameters(), lr=cfg.lr,

@@ -3,7 +3,7 @@
     for each step: x = next batch * scale
                    loss = sae.training_forward(x, L1 / L0 (warmed up), dead_mask)
                    Adam step (LR warm-up / decay), sae.normalize_decoder_()
-                   relu, jumprelu: every resample_every steps, re-initialise dead features
+                   every resample_every steps, re-initialise dead features
                    every log_every steps: metrics (+ eval_fn, e.g. CE increase)
                    every checkpoint_every steps: atomic checkpoint
 
@@ -113,7 +113,7 @@ def train(
     """
     if resume and checkpoint_dir is None:
         raise ValueError("resume=True needs checkpoint_dir (where the checkpoints are)")
-    cfg = cfg.resolved(sae.d_sae)  # auto lr and schedules, made concrete for this run
+    cfg = cfg.resolved(sae.d_sae, sae.d_in)  # auto lr and schedules, made concrete for this run
     sae.requires_grad_(True)  # a loaded or trained SAE comes without grad (see _finish)
     optimizer = torch.optim.Adam(sae.parameters(), lr=cfg.lr,
                                  betas=(cfg.adam_beta1, cfg.adam_beta2))
@@ -186,7 +186,7 @@ def _step(sae: SAE, optimizer: torch.optim.Optimizer, x: Tensor, state: TrainSta
         out = comm.forward(
             sae, x, l1_coefficient=coefficient if arch == "relu" else 0.0,
             l0_coefficient=coefficient if arch == "jumprelu" else 0.0,
-            dead_mask=state.steps_since_fired >= cfg.dead_after_steps if topk else None,
+            dead_mask=state.dead(cfg) if topk else None,
             aux_k_coefficient=cfg.aux_k_coefficient if topk else 0.0,
             bandwidth=cfg.jumprelu_bandwidth, threshold_lr=cfg.topk_threshold_lr)
         # both checks in one host sync (and one reduction over ranks), before any weight moves
@@ -197,15 +197,14 @@ def _step(sae: SAE, optimizer: torch.optim.Optimizer, x: Tensor, state: TrainSta
         out.loss.backward()
         optimizer.step()
         sae.normalize_decoder_()  # unit rows, so L1 and steering scales compare across features
-    state.steps_since_fired += 1
-    state.steps_since_fired.masked_fill_(comm.all_max(out.fired), 0)  # fired on any rank
     state.step += 1
-    if (not topk and cfg.resample_every and state.step % cfg.resample_every == 0
+    state.record_fires(comm.all_sum(out.fires), x.shape[0] * comm.world, cfg)  # all ranks'
+    if (cfg.resample_every and state.step % cfg.resample_every == 0
             and state.step <= cfg.n_steps - cfg.lr_decay_steps):
-        dead = state.steps_since_fired >= cfg.dead_after_steps
+        dead = state.dead(cfg)
         # on the global batch, with the generator every rank shares: ranks resample alike
         resample_dead(sae, optimizer, comm.gather(x), dead, state.generator)
-        state.steps_since_fired.masked_fill_(dead, 0)
+        state.revived(dead, cfg)
     return out, x
 
 
@@ -251,7 +250,7 @@ def _log(sae: SAE, out: TrainStepOutput, x: Tensor, state: TrainState, cfg: Trai
         "loss": loss, "mse": mse,
         "explained_variance": explained_variance(x, x_hat, comm),
         "l0": l0,
-        "dead_fraction": (state.steps_since_fired >= cfg.dead_after_steps).float().mean().item(),
+        "dead_fraction": state.dead(cfg).float().mean().item(),
         "dense_fraction": (freq > cfg.dense_threshold).float().mean().item(),
     }
     if eval_fn is not None:

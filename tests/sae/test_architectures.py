@@ -42,7 +42,7 @@ def _assert_same(fast, ref, g_fast, g_ref):
     for field in ("loss", "mse_loss", "inner_mse_loss", "sparsity_loss", "aux_loss", "l0"):
         torch.testing.assert_close(getattr(fast, field).double(), getattr(ref, field).double(),
                                    msg=field)
-    assert torch.equal(fast.fired, ref.fired)
+    assert torch.equal(fast.fires, ref.fires)
     torch.testing.assert_close(fast.x_hat, ref.x_hat)
     assert set(g_fast) == set(g_ref)
     for name in g_ref:

@@ -152,7 +152,7 @@ def _assert_same(sae, x, **kw):
     fast, g_fast = _grads(sae, x, lambda x: sae.training_forward(x, **kw))
     for name in ("loss", "mse_loss", "sparsity_loss", "aux_loss", "l0"):
         assert torch.allclose(getattr(fast, name).double(), getattr(ref, name).double()), name
-    assert torch.equal(fast.fired, ref.fired)
+    assert torch.equal(fast.fires, ref.fires)
     assert torch.allclose(fast.x_hat, ref.x_hat)
     names = [n for n, _ in sae.named_parameters()] + ["x"]
     for name, a, b in zip(names, g_fast, g_ref):
@@ -202,7 +202,8 @@ def test_training_forward_outputs():
     sae = randomize(make_sae(arch="topk", d_in=6, d_sae=20, k=3))
     out = sae.training_forward(torch.randn(2, 5, 6))  # leading dims flattened to tokens
     assert out.x_hat.shape == (10, 6) and not out.x_hat.requires_grad
-    assert out.fired.shape == (20,) and out.fired.dtype == torch.bool
+    assert out.fires.shape == (20,) and int(out.fires.sum()) == int((sae.encode(
+        torch.randn(0, 6)) > 0).sum()) + round(float(out.l0) * 10)  # every token's active count
     assert 0 < float(out.l0) <= 3
     assert float(out.aux_loss) == 0.0 and float(out.sparsity_loss) == 0.0
 

@@ -122,6 +122,6 @@ def test_cuda_kernels_match_plain_autograd(arch, dead):
         grads.append((out, [p.grad.clone() for p in sae.parameters()]))
     (ref, g_ref), (fast, g_fast) = grads
     torch.testing.assert_close(fast.loss, ref.loss)
-    assert torch.equal(fast.fired, ref.fired)
+    assert torch.equal(fast.fires, ref.fires)
     for (name, _), a, b in zip(sae.named_parameters(), g_fast, g_ref):
         torch.testing.assert_close(a, b, atol=1e-10, rtol=1e-8, msg=name)

@@ -58,23 +58,25 @@ def test_schedules_warm_up_and_decay():
 
 
 def test_default_lr_and_schedules_follow_the_run():
-    """Left at None, the lr scales as 1/sqrt(d_sae) and the schedules are fractions of
+    """Left at None, the lr scales as 1/sqrt(d_sae * d_in) and the schedules are fractions of
     n_steps, so any n_steps is valid (the old fixed 100 + 400 steps rejected n_steps < 500);
     explicit values are kept; the loop runs the resolved config."""
     cfg = TrainConfig(n_steps=300)
-    auto = cfg.resolved(512)
-    assert auto.lr == pytest.approx(2e-4 * (2 ** 14 / 512) ** 0.5)
+    auto = cfg.resolved(512, 768)
+    assert auto.lr == pytest.approx(2e-4 * (2 ** 14 / 512) ** 0.5)  # 768: the reference d_in
+    assert cfg.resolved(512, 64).lr == pytest.approx(auto.lr * 12 ** 0.5)
+    assert cfg.resolved(2048, 768).lr == pytest.approx(auto.lr / 2)
     assert (auto.lr_warmup_steps, auto.lr_decay_steps, auto.l1_warmup_steps) == (15, 60, 30)
-    assert TrainConfig(n_steps=2).resolved(10).lr_warmup_steps == 1
+    assert TrainConfig(n_steps=2).resolved(10, 4).lr_warmup_steps == 1
     explicit = TrainConfig(n_steps=300, lr=1e-3, lr_warmup_steps=0, lr_decay_steps=0, l1_warmup_steps=7)
-    assert explicit.resolved(512) == explicit
+    assert explicit.resolved(512, 768) == explicit
     assert cfg.lr is None and TrainConfig.from_dict(cfg.to_dict()) == cfg  # None survives JSON
     batches = list(_sparse_batches(20))
     a, b = _sae(), _sae()
     train(a, batches, TrainConfig(n_steps=20, batch_size=64, buffer_batches=2, log_every=10,
                                   eval_sequences=0), progress=False)
     train(b, batches, TrainConfig(n_steps=20, batch_size=64, buffer_batches=2, log_every=10,
-                                  eval_sequences=0).resolved(D_SAE), progress=False)
+                                  eval_sequences=0).resolved(D_SAE, D_IN), progress=False)
     assert torch.equal(a.W_dec, b.W_dec)
 
 

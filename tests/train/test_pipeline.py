@@ -162,7 +162,7 @@ def test_reference_configs_for_every_architecture_share_the_recipe(world, monkey
         1].matryoshka_widths == (d_sae // 8, d_sae // 4, d_sae // 2, d_sae)
     quick = pipeline.reference_configs(model, architecture="topk", quick=True)[2]
     assert quick.n_steps == pipeline.QUICK_STEPS and seen[-1] is True
-    assert quick.resolved(d_sae).lr_decay_steps < base[2].lr_decay_steps
+    assert quick.resolved(d_sae, 64).lr_decay_steps < base[2].lr_decay_steps
     # the relu reference itself: its key, and so the cached SAE, unchanged
     assert pipeline.cache_key(model, hook, base[1], base[2]) == pipeline.cache_key(
         model, hook, *pipeline.reference_configs(model, architecture="relu")[1:3])
