@@ -122,7 +122,8 @@ def main(argv: list[str] | None = None) -> None:
                           "default": default, "rows": sweep})
         del batches
     met = sum(t["default"]["ev"] >= max(r["ev"] for r in t["rows"]) - 0.01 for t in table)
-    lines.append(f"RESULT lr_sweep_within_0.01 {met}/{len(table)}")
+    lines.append(f"RESULT lr_sweep_within {met}/{len(table)} (runs whose default is within 0.01 EV "
+                 "of the grid's best)")
     print("\n".join(lines))
     if args.json:
         with open(args.json, "w") as f:

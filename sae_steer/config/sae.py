@@ -105,10 +105,10 @@ def default_lr(d_sae: int, d_in: int) -> float:
     Adam's step the same size relative to a unit decoder row: the inputs are normalised
     to mean squared norm ``d_in``, so a row's coordinates are about 1/sqrt(d_in) while
     Adam moves each by about ``lr``; at d_in 768 it is 1 (the reference the constant was
-    set at). On the offline worlds (d_in 64) the best of a grid from x1/8 to x8 of the old,
-    width-only rule lay at x4 to x8 for 512 and 2,048 features, at 480 and 1,500 steps
-    (``bench/lr_sweep.py``, docs/results.md); this rule gives x3.5 there. The sweep showed
-    no separate dependence on the budget."""
+    set at). On the offline worlds (d_in 64) a grid from x1/8 to x8 of the old, width-only
+    rule peaked at x8 on all four runs (512 and 2,048 features, 480 and 1,500 steps), with
+    x4 within 0.01 EV of it (``bench/lr_sweep.py``, docs/results.md); this rule gives
+    x3.5 there. The budget showed no dependence of its own in that sweep."""
     return 2e-4 * math.sqrt(2 ** 14 / d_sae) * math.sqrt(768 / d_in)
 
 

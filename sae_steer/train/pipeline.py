@@ -32,8 +32,13 @@ from sae_steer.sae import SAE
 from sae_steer.train.harvest import harvest
 from sae_steer.train.loop import EvalFn, Reconstruct, TrainResult, train
 
-_CACHE_VERSION = 3
+_CACHE_VERSION = 4
 """Bump when training changes the weights a config produces, even in the last bits.
+
+4: the default learning rate follows d_in, dead features are also counted by firing rate,
+and the topk family is resampled, so a config with ``lr=None`` or a topk SAE trains to
+other weights than before under the same key. (The relu reference recipe fixes its lr and
+keeps the last-fired rule alone: retrained once, it gives the weights it gave before.)
 
 3: SAEs cached by earlier code had the reference recipe's key but other weights (one from
 before the activation store: explained variance 0.87646 against 0.87648, and a search of

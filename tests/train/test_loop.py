@@ -136,7 +136,8 @@ def test_topk_training_passes_dead_mask():
 
     torch.manual_seed(0)
     spy = Spy(SAEConfig(d_in=D_IN, d_sae=D_SAE, architecture="topk", k=2, device="cpu"))
-    train(spy, _sparse_batches(20), _cfg(n_steps=20, dead_after_steps=3), progress=False)
+    train(spy, _sparse_batches(20), _cfg(n_steps=20, dead_after_steps=3, resample_every=0),
+          progress=False)
     assert all(m.shape == (D_SAE,) and m.dtype == torch.bool for m in masks)
     assert not masks[0].any() and masks[-1].any()  # nothing dead at first; some later
 
