@@ -401,22 +401,22 @@ def saelens_key(arch: str, args, steps: int) -> dict:
             "sae_lens": version("sae-lens"), "torch": torch.__version__}
 
 
-def saved_saelens(arch: str, args, steps: int) -> tuple[Path, dict | None]:
-    """Where SAELens's run for these settings is saved, and the saved result (None: none
-    yet, or ``--fresh-saelens``)."""
+def saved_saelens(arch: str, args, steps: int) -> tuple[Path, dict, dict | None]:
+    """Where SAELens's run for these settings is saved, its key, and the saved result
+    (None: none yet, or ``--fresh-saelens``)."""
     key = saelens_key(arch, args, steps)
     name = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
     path = cache_dir() / "bench" / "train_vs_saelens" / f"{arch}_{name}.json"
     if args.fresh_saelens or not path.exists():
-        return path, None
+        return path, key, None
     saved = json.loads(path.read_text())
-    return path, saved["result"] if saved.get("key") == key else None
+    return path, key, saved["result"] if saved.get("key") == key else None
 
 
 def bench(arch: str, side: str, truth, held_out, args, steps: int,
           option: str = "fp32") -> dict[str, float]:
     if side == "SAELens":
-        path, saved = saved_saelens(arch, args, steps)
+        path, key, saved = saved_saelens(arch, args, steps)
         if saved is not None:
             print(f"  {arch:5s} SAELens   {saved['tok_s']:9.0f} tok/s  EV {saved['ev']:.3f}  "
                   f"L0 {saved['l0']:6.1f}  dead {saved['dead']:.1%}  recovery "
@@ -433,7 +433,7 @@ def bench(arch: str, side: str, truth, held_out, args, steps: int,
     out.update(tok_s=args.batch / statistics.median(timed), steps=data.i, wall=wall)
     if side == "SAELens":  # its side does not change while sae_steer's does: keep it
         out.update(date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), where=where(args))
-        write_json_atomic(path, {"key": saelens_key(arch, args, steps), "result": out})
+        write_json_atomic(path, {"key": key, "result": out})
     side = side if option == "fp32" else f"{side} {option}"
     print(f"  {arch:5s} {side:9s} {out['tok_s']:9.0f} tok/s  EV {out['ev']:.3f}  "
           f"L0 {out['l0']:6.1f}  dead {out['dead']:.1%}  recovery {out['recovery']:.3f}  "

@@ -30,10 +30,6 @@ class Collectives:
         """``t`` summed over the ranks (possibly in place): every rank gets the sum."""
         return t
 
-    def all_max(self, t: Tensor) -> Tensor:
-        """Elementwise max over the ranks (for a bool mask: set on any rank)."""
-        return t
-
     def gather(self, x: Tensor) -> Tensor:
         """The ranks' ``x`` concatenated along dim 0, in rank order."""
         return x

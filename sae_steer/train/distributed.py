@@ -13,7 +13,7 @@ or, from Python inside processes that already called ``dist.init_process_group``
   given ``_Ranks`` (``collectives.Collectives`` over torch.distributed, forward via DDP);
 - gradients are averaged by DDP, so each rank takes the step a single process would take
   on the concatenated global batch (equal within float tolerance: the test checks it);
-- the input scale, the NaN checks, the dead-feature bookkeeping (``fired`` is OR-ed over
+- the input scale, the NaN checks, the dead-feature bookkeeping (``fires`` is summed over
   ranks) and the logged metrics are reduced over all ranks; dead-feature resampling runs
   on the gathered global batch with the shared generator, so every rank resamples alike;
 - one exception: a BatchTopK (and Matryoshka BatchTopK) rank keeps the top ``k`` x its own
@@ -72,11 +72,6 @@ class _Ranks(Collectives):
     def all_sum(self, t: Tensor) -> Tensor:
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
         return t
-
-    def all_max(self, t: Tensor) -> Tensor:
-        work = t.to(torch.long) if t.dtype == torch.bool else t  # no backend reduces bools
-        dist.all_reduce(work, op=dist.ReduceOp.MAX)
-        return work.to(t.dtype)
 
     def gather(self, x: Tensor) -> Tensor:
         parts = [torch.empty_like(x) for _ in range(self.world)]
