@@ -32,8 +32,11 @@ from sae_steer.sae import SAE
 from sae_steer.train.harvest import harvest
 from sae_steer.train.loop import EvalFn, Reconstruct, TrainResult, train
 
-_CACHE_VERSION = 4
+_CACHE_VERSION = 5
 """Bump when training changes the weights a config produces, even in the last bits.
+
+5: a resampled topk-family feature is made orthogonal to its nearest live decoder rows
+(``train.resample.ORTHOGONAL_TO``), so a topk SAE that resampled trains to other weights.
 
 4: the default learning rate follows d_in, dead features are also counted by firing rate,
 and the topk family is resampled, so a config with ``lr=None`` or a topk SAE trains to

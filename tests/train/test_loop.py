@@ -162,6 +162,32 @@ def test_resample_dead_points_features_at_badly_reconstructed_inputs():
     assert sae.encode(x)[3, [0, 5]].gt(0).all()  # the resampled features now fire on it
 
 
+def test_topk_resampling_points_away_from_the_nearest_live_rows():
+    # a residual that is mostly a live feature's direction (what top-k cuts off): the new row
+    # must not duplicate it, yet keep the part nothing live covers
+    sae = make_sae(d_in=32, d_sae=64, hook_name=None, seed=0, arch="topk", k=2)
+    opt = torch.optim.Adam(sae.parameters(), lr=0.0)
+    dead = torch.zeros(64, dtype=torch.bool)
+    dead[[3, 7]] = True
+    live_before = sae.W_dec[~dead].detach().clone()
+    x = torch.zeros(8, 32)
+    x[0] = 10 * live_before[0] + torch.randn(32, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        sae.b_enc.fill_(-100.0)  # nothing fires: the residual is x - b_dec
+        sae.b_dec.zero_()
+    assert resample_dead(sae, opt, x, dead, torch.Generator().manual_seed(0)) == 2
+    live = live_before / live_before.norm(dim=-1, keepdim=True)
+    for f in (3, 7):
+        row = sae.W_dec[f]
+        assert row.norm().item() == pytest.approx(1.0, abs=1e-5)
+        cos = (live @ row).abs()
+        assert cos[0] < 1e-4  # off the direction the residual was mostly made of
+        # orthogonal to its 8 nearest live rows, measured from the unprojected direction
+        nearest = (live @ (x[0] / x[0].norm())).abs().topk(8).indices
+        assert cos[nearest].max() < 1e-4
+        assert torch.dot(row, x[0]) > 0  # still aimed at the uncovered part of the input
+
+
 def test_bad_configs_are_rejected():
     with pytest.raises(ValueError, match="lr must be None or a positive"):
         _cfg(lr=-1e-3)
