@@ -18,8 +18,8 @@ ENCODER_SCALE = {False: 0.2, True: 1.0}
 topk family". 0.2 for relu and jumprelu (Anthropic's recipe: the new feature starts quiet
 and the penalty's balance is not upset); 1.0 for the topk family, where a feature is used
 only if it beats the live ones into the top k: at 0.2 it rarely does. On the fair bench's
-``--long`` (topk, width 1,024) 1.0 left 5.5 % of features dead on held-out, 0.2 left
-6.5 % (EV 0.952 both; docs/benchmarks.md)."""
+``--long`` (topk, width 1,024; before ``ORTHOGONAL_TO``) 1.0 left 5.5 % of features dead
+on held-out, 0.2 left 6.5 % (EV 0.952 both; docs/benchmarks.md)."""
 
 ORTHOGONAL_TO = {False: 0, True: 8}
 """How many of the live decoder rows most aligned with a resampled row it is made orthogonal
@@ -27,8 +27,10 @@ to, by "is it of the topk family". A topk SAE's residual is mostly true features
 k, directions live features already cover: a row pointed straight at it duplicates one of
 them and loses the race into the top k, so it dies again. Off the 8 nearest live rows it
 points at what nothing covers. On the fair bench's ``--long`` this took dead on held-out from
-5.5 % to 4.9 % from two initialisations (8 fixed before the run; docs/benchmarks.md). Off
-(0) for relu and jumprelu, where it was not measured."""
+5.5 % to 4.9 % from two initialisations (8 fixed before the run; docs/benchmarks.md). In
+dictionaries 32 times wider than a 64-wide input it cost dead features instead (23.2 % to
+27.4 % on the GPT-Neo world; docs/results.md): 8 rows are an eighth of that space. Off (0)
+for relu and jumprelu, where it was not measured."""
 
 
 @torch.no_grad()
